@@ -1,0 +1,1 @@
+"""The one ``tutti`` command line: thin subcommands over the Python API."""

@@ -1,0 +1,1 @@
+"""Workflows (setup -> run -> report) wired from library components."""
