@@ -75,12 +75,16 @@ class TensorContext:
         layer_index: output layer index, or ``None`` for embeddings, final norm and head.
         num_layers: number of layers in the output model (``None`` when unknown, e.g. in-memory merges).
         seed: the global seed (``--random-seed``; 0 when not given).
+        sources: for each entry of ``tensors``, ``(model, tensor name in that model)``, where ``model`` is the
+            resolved model folder the executor read it from. Data-aware methods (Fisher, RegMean) use it to find
+            each input's statistics; empty in in-memory merges.
     """
 
     name: str
     layer_index: int | None = None
     num_layers: int | None = None
     seed: int = 0
+    sources: tuple[tuple[str, str], ...] = ()
 
     def seed_for(self, input_index: int) -> int:
         """The 63-bit seed of input ``input_index`` for this tensor: a hash of (seed, name, input index)."""
