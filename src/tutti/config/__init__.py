@@ -1,0 +1,1 @@
+"""Frozen pydantic config schemas and YAML loading. Imports nothing heavy (no torch)."""
