@@ -201,6 +201,7 @@ class HFModel:
 
     def stream(self, prompt: Prompt, *, params: SamplingParams) -> Iterator[StreamChunk]:
         """Complete one prompt, yielding text deltas as tokens are decided."""
+        from transformers import StoppingCriteria, StoppingCriteriaList
         from transformers.generation.streamers import BaseStreamer
 
         if params.n != 1:
@@ -208,6 +209,7 @@ class HFModel:
         ids = self.encode(prompt)
         self._check_length(ids, params.max_new_tokens)
         q: Queue[Any] = Queue()
+        cancelled = threading.Event()  # set when the consumer stops early (closes the generator)
 
         class _Streamer(BaseStreamer):
             first = True
@@ -221,6 +223,10 @@ class HFModel:
             def end(self) -> None:
                 q.put(None)
 
+        class _Cancelled(StoppingCriteria):
+            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+                return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool)
+
         def run() -> None:
             try:
                 with self._lock, torch.inference_mode(), torch.random.fork_rng(devices=[]):
@@ -229,11 +235,18 @@ class HFModel:
                     t, m = self._left_pad([ids])
                     kw = self._gen_kwargs(params)
                     kw["output_logits"] = False
+                    kw["stopping_criteria"] = StoppingCriteriaList([_Cancelled()])
                     self.module.generate(input_ids=t, attention_mask=m, streamer=_Streamer(), **kw)
             except BaseException as e:  # surface errors in the consumer
                 q.put(e)
 
         threading.Thread(target=run, daemon=True).start()
+        try:
+            yield from self._stream_text(q, params)
+        finally:  # a consumer that stops early (e.g. an HTTP client that disconnects) stops the decoding loop
+            cancelled.set()
+
+    def _stream_text(self, q: Queue[Any], params: SamplingParams) -> Iterator[StreamChunk]:
         new: list[int] = []
         sent = ""
         while (item := q.get()) is not None:

@@ -1,0 +1,274 @@
+"""One worker thread per served model: a bounded queue, batching of compatible requests, cancellation, timeouts.
+
+The worker is the only thread that calls its model, so a model needs no thread safety of its own. Steps:
+
+1. An HTTP handler submits a :class:`Job`; a full queue raises :class:`QueueFull` (the server answers 503).
+2. The worker takes the oldest job, *prepares* it (counts prompt tokens, clamps ``max_tokens`` to the context
+   left, builds :class:`SamplingParams`), waits up to ``batch_wait_s`` for more, and takes every waiting job
+   with the same model and parameters (up to ``max_batch_size``) into one ``generate`` call.
+3. A streaming job runs alone through ``model.stream``; each chunk is handed to the event loop at once, so a
+   slow reader never holds the worker. Between chunks the worker checks the job's cancel event (set when the
+   client disconnects) and its deadline, and closes the model's stream, which stops the decoding loop.
+4. A failing batch is retried one job at a time, so one bad prompt cannot fail its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tutti.errors import TuttiError
+from tutti.models.interface import GenerationOutput, Model, Prompt, SamplingParams
+from tutti.server.metrics import Metrics
+
+END = object()  # end of a stream
+
+
+class QueueFull(Exception):
+    """The model's queue holds ``queue_size`` jobs already."""
+
+
+class ContextTooLong(TuttiError):
+    """The prompt (plus ``max_tokens``) does not fit the model's context."""
+
+
+@dataclass(eq=False)
+class Job:
+    """One request for one prompt.
+
+    Args:
+        model: the model (or a composite with request-level overrides) that runs it.
+        prompt: text or chat.
+        max_tokens: as requested; None = the server default, clamped to the context left.
+        make_params: builds the sampling parameters once ``max_new_tokens`` is known.
+        loop: the event loop of the HTTP handler that waits for the result.
+        stream: run through ``model.stream`` and deliver chunks to ``chunks``.
+        deadline: ``time.monotonic()`` after which the job is dropped or stopped.
+    """
+
+    model: Model
+    prompt: Prompt
+    max_tokens: int | None
+    make_params: Callable[[int], SamplingParams]
+    loop: asyncio.AbstractEventLoop
+    stream: bool = False
+    deadline: float = float("inf")
+    cancel: threading.Event = field(default_factory=threading.Event)
+    future: asyncio.Future[Any] | None = None
+    chunks: asyncio.Queue[Any] | None = None
+    params: SamplingParams | None = None
+    prompt_tokens: int = 0
+    enqueued: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        if self.stream:
+            self.chunks = asyncio.Queue()
+        else:
+            self.future = self.loop.create_future()
+
+    def deliver(self, item: Any) -> None:
+        """Hand a result, an exception or a stream item to the waiting handler (thread-safe)."""
+        def _set() -> None:
+            if self.chunks is not None:
+                self.chunks.put_nowait(item)
+            elif self.future is not None and not self.future.done():
+                if isinstance(item, BaseException):
+                    self.future.set_exception(item)
+                else:
+                    self.future.set_result(item)
+
+        with contextlib.suppress(RuntimeError):  # a closed loop: the server is shutting down
+            self.loop.call_soon_threadsafe(_set)
+
+    @property
+    def dead(self) -> bool:
+        """Cancelled by the client or past its deadline."""
+        return self.cancel.is_set() or time.monotonic() > self.deadline
+
+
+def prepare(job: Job, default_max_tokens: int) -> None:
+    """Count prompt tokens and fix ``max_new_tokens`` (raises :class:`ContextTooLong`)."""
+    encode = getattr(job.model, "encode", None)
+    limit = getattr(job.model, "max_length", None)
+    n = len(encode(job.prompt)) if callable(encode) else 0
+    want = job.max_tokens
+    if isinstance(limit, int) and callable(encode):
+        if n >= limit or (want is not None and n + want > limit):
+            raise ContextTooLong(
+                f"this model's maximum context length is {limit} tokens; the prompt has {n} tokens and "
+                f"max_tokens is {want if want is not None else 'unset'}; shorten the prompt or lower max_tokens"
+            )
+        if want is None:
+            want = min(default_max_tokens, limit - n)
+    job.prompt_tokens = n
+    job.params = job.make_params(default_max_tokens if want is None else want)
+
+
+def _batchable(p: SamplingParams) -> bool:
+    # a seeded sampled request must give the same text whatever else is in flight, so it runs alone
+    return p.greedy or p.seed is None
+
+
+class ModelWorker:
+    """The queue and thread serving one model id.
+
+    Args:
+        model_id: the served id (for metrics and errors).
+        metrics: the server's metrics.
+        queue_size: most waiting jobs; more raise :class:`QueueFull`.
+        max_batch_size: most jobs per ``generate`` call.
+        batch_wait_s: how long to wait for companions after the first job arrives.
+        default_max_tokens: ``max_tokens`` when a request gives none.
+    """
+
+    def __init__(self, model_id: str, *, metrics: Metrics, queue_size: int = 64, max_batch_size: int = 8,
+                 batch_wait_s: float = 0.005, default_max_tokens: int = 256) -> None:
+        self.model_id = model_id
+        self.metrics = metrics
+        self.queue_size = queue_size
+        self.max_batch_size = max_batch_size
+        self.batch_wait_s = batch_wait_s
+        self.default_max_tokens = default_max_tokens
+        self._jobs: deque[Job] = deque()
+        self._cv = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=f"tutti-worker-{model_id}", daemon=True)
+        self._thread.start()
+
+    @property
+    def depth(self) -> int:
+        """Jobs waiting (not counting the one running)."""
+        return len(self._jobs)
+
+    def submit(self, job: Job) -> None:
+        """Queue a job; raises :class:`QueueFull` when ``queue_size`` jobs are waiting."""
+        with self._cv:
+            if self._closed:
+                raise QueueFull(f"model {self.model_id!r} is shutting down")
+            if len(self._jobs) >= self.queue_size:
+                raise QueueFull(f"model {self.model_id!r} has {self.queue_size} requests waiting; retry later")
+            self._jobs.append(job)
+            self._cv.notify()
+
+    def close(self) -> None:
+        """Stop the thread after the running job; waiting jobs are cancelled."""
+        with self._cv:
+            self._closed = True
+            for job in self._jobs:
+                job.deliver(TuttiError("server shutting down"))
+            self._jobs.clear()
+            self._cv.notify()
+        self._thread.join(timeout=10)
+
+    # ---------------------------------------------------------------------------------------------- thread
+    def _take(self) -> Job | None:
+        with self._cv:
+            while not self._jobs and not self._closed:
+                self._cv.wait()
+            return None if self._closed else self._jobs.popleft()
+
+    def _ready(self, job: Job) -> bool:
+        """Prepare a job; False (and the handler told why) when it cannot run."""
+        if job.dead:
+            self.metrics.inc("cancelled_total", model=self.model_id)
+            job.deliver(TimeoutError("request timed out in the queue") if not job.cancel.is_set() else END)
+            return False
+        if job.params is None:
+            try:
+                prepare(job, self.default_max_tokens)
+            except Exception as e:
+                job.deliver(e)
+                return False
+        return True
+
+    def _companions(self, first: Job) -> list[Job]:
+        assert first.params is not None
+        batch = [first]
+        if first.stream or not _batchable(first.params) or self.max_batch_size == 1:
+            return batch
+        until = time.monotonic() + self.batch_wait_s
+        with self._cv:
+            while len(self._jobs) < self.max_batch_size - 1 and (left := until - time.monotonic()) > 0:
+                self._cv.wait(timeout=left)
+            for job in list(self._jobs):
+                if len(batch) >= self.max_batch_size:
+                    break
+                if job.stream or job.model is not first.model:
+                    continue
+                if job.params is None and not self._ready_unlocked(job):
+                    continue
+                if job.params == first.params:
+                    self._jobs.remove(job)
+                    batch.append(job)
+        return batch
+
+    def _ready_unlocked(self, job: Job) -> bool:
+        if self._ready(job):
+            return True
+        self._jobs.remove(job)
+        return False
+
+    def _loop(self) -> None:
+        while (job := self._take()) is not None:
+            if not self._ready(job):
+                continue
+            batch = self._companions(job)
+            now = time.monotonic()
+            for j in batch:
+                self.metrics.observe("queue_wait_seconds", now - j.enqueued, model=self.model_id)
+            if job.stream:
+                self._run_stream(job)
+            else:
+                self.metrics.observe("batch_size", len(batch), model=self.model_id)
+                self._run_batch(batch)
+
+    def _run_batch(self, batch: list[Job]) -> None:
+        params = batch[0].params
+        assert params is not None
+        try:
+            outs = batch[0].model.generate([j.prompt for j in batch], params=params)
+        except Exception as e:
+            if len(batch) == 1:
+                batch[0].deliver(e)
+                return
+            for j in batch:  # isolate the failing prompt
+                self._run_batch([j])
+            return
+        for j, o in zip(batch, outs, strict=True):
+            self._count(j, o)
+            j.deliver(o)
+
+    def _count(self, job: Job, outs: list[GenerationOutput]) -> None:
+        from tutti.server.protocol import completion_tokens
+
+        self.metrics.inc("prompt_tokens_total", job.prompt_tokens or (outs[0].prompt_tokens if outs else 0),
+                         model=self.model_id)
+        self.metrics.inc("completion_tokens_total", sum(completion_tokens(o) for o in outs), model=self.model_id)
+
+    def _run_stream(self, job: Job) -> None:
+        assert job.params is not None
+        gen = job.model.stream(job.prompt, params=job.params)
+        tokens = 0
+        self.metrics.inc("prompt_tokens_total", job.prompt_tokens, model=self.model_id)
+        try:
+            for chunk in gen:
+                if chunk.token_id is not None and chunk.finish_reason is None:
+                    tokens += 1
+                job.deliver(chunk)
+                if job.dead:
+                    self.metrics.inc("cancelled_total", model=self.model_id)
+                    if not job.cancel.is_set():
+                        job.deliver(TimeoutError("request timed out while streaming"))
+                    return
+            job.deliver(END)
+        except Exception as e:
+            job.deliver(e)
+        finally:
+            gen.close()  # stops the model's decoding loop when we leave early
+            self.metrics.inc("completion_tokens_total", tokens, model=self.model_id)
