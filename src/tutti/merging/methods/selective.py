@@ -1,0 +1,122 @@
+"""Methods that select or weight task-vector entries: SCE, RAM / RAM+, Model Stock and Arcee Fusion."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tutti.merging.base import TensorContext, merge_method
+
+
+def _sign_mask(tvs: Tensor) -> Tensor:
+    elected = torch.where(tvs.sum(dim=0) >= 0, 1.0, -1.0).to(tvs.dtype)
+    return (tvs.sign() == elected).to(tvs.dtype)
+
+
+@merge_method("sce", pretty_name="SCE", paper="https://arxiv.org/abs/2408.07990", min_inputs=0)
+def sce(tensors: list[Tensor], base: Tensor, *, select_topk: float = 1.0, int8_mask: bool = False) -> Tensor:
+    """Select high-variance entries, weight each task vector by its mean square, erase minority signs.
+
+    Steps: ``TV_i = x_i - b``; keep the top ``select_topk`` fraction (of non-zero-variance positions) by variance
+    across models; ``omega_i = mean(TV_i^2) / sum_j mean(TV_j^2)``; TIES sign mask on the TVs;
+    ``out = b + sum_i omega_i m_i TV_i / clamp(sum_i omega_i m_i, 1e-6)``.
+    """
+    del int8_mask
+    if not tensors:
+        return base.clone()
+    tvs = torch.stack([x - base for x in tensors])  # (n, *shape)
+    if select_topk < 1:
+        keep = torch.zeros(base.numel(), dtype=tvs.dtype, device=tvs.device)
+        if select_topk > 0:
+            var = torch.var(tvs, dim=0, unbiased=False).reshape(-1)
+            k = int(int(torch.count_nonzero(var)) * select_topk)
+            if k > 0:
+                keep[torch.topk(var.abs(), k=k).indices] = 1
+        tvs = tvs * keep.reshape(base.shape).unsqueeze(0)
+    msq = tvs.square().reshape(tvs.shape[0], -1).mean(dim=1)
+    total = float(msq.sum())
+    omega = torch.full_like(msq, 1.0 / msq.numel()) if abs(total) < 1e-6 else msq / total
+    omega = omega.reshape(-1, *([1] * base.dim()))
+    erased = omega * _sign_mask(tvs)
+    merged = (tvs * erased).sum(dim=0) / erased.sum(dim=0).clamp(min=1e-6)
+    return base + merged
+
+
+def _ram_parts(tensors: list[Tensor], base: Tensor, epsilon: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    tv = torch.stack([x - base for x in tensors]).reshape(len(tensors), -1)  # (n, numel)
+    active = tv.abs() > epsilon
+    counts = active.sum(dim=0, keepdim=True)  # (1, numel)
+    return tv * active, active, counts, counts > 1, counts == 1
+
+
+@merge_method("ram", pretty_name="Reinforced Agent Merging", paper="https://arxiv.org/abs/2601.13572", min_inputs=0)
+def ram(tensors: list[Tensor], base: Tensor, *, epsilon: float = 1e-5) -> Tensor:
+    """Unique deltas (one active model) at full strength, shared deltas averaged over their contributors."""
+    if not tensors:
+        return base.clone()
+    tv, _, counts, overlap, unique = _ram_parts(tensors, base, epsilon)
+    merged = (tv * unique + tv * overlap / counts.clamp(min=1)).sum(dim=0)
+    return base + merged.reshape(base.shape)
+
+
+@merge_method("ramplus_tl", pretty_name="Reinforced Agent Merging Plus (Tensor-Local)",
+              paper="https://arxiv.org/abs/2601.13572", min_inputs=0)
+def ramplus_tl(tensors: list[Tensor], base: Tensor, *, r: float = 0.1, alpha: float = 0.2,
+               epsilon: float = 1e-5) -> Tensor:
+    """RAM with unique deltas boosted by ``1 + r * clamp(shared/unique, 0, alpha)`` per model and tensor."""
+    if not tensors:
+        return base.clone()
+    tv, active, counts, overlap, unique = _ram_parts(tensors, base, epsilon)
+    rho = (active & overlap).sum(dim=1) / (active & unique).sum(dim=1).clamp(min=epsilon)
+    lam = 1 + r * rho.clamp(min=0, max=alpha)  # (n,)
+    merged = (tv * unique * lam.unsqueeze(-1) + tv * overlap / counts.clamp(min=1)).sum(dim=0)
+    return base + merged.reshape(base.shape)
+
+
+@merge_method("model_stock", pretty_name="Model Stock", paper="https://arxiv.org/abs/2403.19522", min_inputs=2)
+def model_stock(tensors: list[Tensor], base: Tensor, *, filter_wise: bool = False) -> Tensor:
+    """Interpolate between the average fine-tune and the base by ``t = k cos / (1 + (k-1) cos)``."""
+    shape = base.shape
+    if filter_wise:
+        w0 = base.unsqueeze(0) if base.dim() == 1 else base
+        ws = [x.unsqueeze(0) if x.dim() == 1 else x for x in tensors]
+    else:
+        w0, ws = base.reshape(-1), [x.reshape(-1) for x in tensors]
+    offsets = [x - w0 for x in ws]
+    cos = []
+    for i, a in enumerate(offsets):
+        for b in offsets[i + 1:]:
+            denom = (torch.norm(a, dim=-1) * torch.norm(b, dim=-1)).clamp(min=1e-6)
+            cos.append(((a * b).sum(dim=-1) / denom).clamp(-1, 1))
+    c = torch.stack(cos).mean(dim=0).unsqueeze(-1)
+    k = len(ws)
+    denom = 1 + (k - 1) * c
+    singular = denom.abs() < 1e-6
+    t = torch.where(singular, torch.zeros_like(c), (k * c) / torch.where(singular, torch.ones_like(denom), denom))
+    avg = sum(ws[1:], ws[0]) / k
+    return (t * avg + (1 - t) * w0).reshape(shape)
+
+
+_QUANTILE_SAMPLE = 1_000_000
+
+
+@merge_method("arcee_fusion", pretty_name="Arcee Fusion", paper="https://arcee.ai", randomized=True, max_inputs=1)
+def arcee_fusion(tensors: list[Tensor], base: Tensor, *, ctx: TensorContext) -> Tensor:
+    """Take the fine-tune's change where ``|delta| * KL(softmax rows)`` passes ``median + 1.5 IQR``.
+
+    Quantiles are read from a sorted sample of 1e6 entries (drawn from the seed contract) on larger tensors.
+    """
+    x = tensors[0]
+    p = F.softmax(x, dim=-1) + 1e-8
+    q = F.softmax(base, dim=-1) + 1e-8
+    importance = (x - base).abs() * (p * torch.log(p / q)).sum(dim=-1, keepdim=True)
+    flat = importance.reshape(-1)
+    if flat.numel() > _QUANTILE_SAMPLE:
+        idx = torch.randint(flat.numel(), (_QUANTILE_SAMPLE,), generator=ctx.generator(0))
+        flat = flat[idx.to(flat.device)]
+    srt = torch.sort(flat).values
+    qs = (torch.tensor([0.25, 0.5, 0.75]) * (srt.numel() - 1)).long().to(srt.device)
+    q1, med, q3 = srt[qs]
+    mask = (importance >= med + 1.5 * (q3 - q1)).float()
+    return base + (x - base) * mask

@@ -1,0 +1,148 @@
+"""Spherical methods: SLERP, NuSLERP, Multi-SLERP and the Karcher mean (torch on any device; float32 maths)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from tutti.errors import TuttiError
+from tutti.merging.base import TensorContext, merge_method
+
+
+def _work_dtype(x: Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def slerp_tensors(t: float, v0: Tensor, v1: Tensor, *, dot_threshold: float = 0.9995, eps: float = 1e-8) -> Tensor:
+    """Spherical interpolation of two whole tensors (flattened); lerp when nearly (anti)parallel."""
+    dt = _work_dtype(v0)
+    a, b = v0.reshape(-1).to(dt), v1.reshape(-1).to(dt)
+    if a.numel() == 0:
+        return ((1 - t) * a + t * b).reshape(v0.shape).to(v0.dtype)
+    na, nb = torch.linalg.vector_norm(a), torch.linalg.vector_norm(b)
+    na = torch.where(na > eps, na, torch.ones_like(na))
+    nb = torch.where(nb > eps, nb, torch.ones_like(nb))
+    dot = ((a / na) * (b / nb)).sum().clamp(-1, 1)
+    if dot.abs() > dot_threshold:
+        ca, cb = torch.tensor(1 - t, dtype=dt), torch.tensor(t, dtype=dt)
+    else:
+        theta = torch.acos(dot)
+        s = torch.sin(theta)
+        ca, cb = torch.sin((1 - t) * theta) / s, torch.sin(t * theta) / s
+    return (ca * a + cb * b).reshape(v0.shape).to(v0.dtype)
+
+
+@merge_method("slerp", pretty_name="SLERP", paper="https://en.wikipedia.org/wiki/Slerp", max_inputs=1)
+def slerp(tensors: list[Tensor], base: Tensor, *, t: float) -> Tensor:
+    """Spherical interpolation from the base (``t = 0``) to the other model (``t = 1``)."""
+    return slerp_tensors(t, base, tensors[0])
+
+
+def nuslerp_tensors(t: float, v0: Tensor, v1: Tensor, *, dim: int = -1, flatten: bool = False,
+                    eps: float = 1e-8) -> Tensor:
+    """SLERP along ``dim`` (per row/column) or of the flattened tensors; lerp where nearly colinear."""
+    shape = v0.shape
+    if flatten:
+        v0, v1 = v0.reshape(-1), v1.reshape(-1)
+    elif dim != -1:
+        v0, v1 = v0.transpose(dim, -1), v1.transpose(dim, -1)
+    u0 = v0 / torch.norm(v0, dim=-1, keepdim=True).clamp(min=1e-7)
+    u1 = v1 / torch.norm(v1, dim=-1, keepdim=True).clamp(min=1e-7)
+    cos = (u0 * u1).sum(dim=-1, keepdim=True).clamp(-1, 1)
+    colinear = (1 - cos.square()) <= eps**2
+    theta = torch.acos(torch.where(colinear, torch.zeros_like(cos), cos))
+    res = (torch.sin((1 - t) * theta) * v0 + torch.sin(t * theta) * v1) / torch.sin(theta)
+    res = torch.where(colinear, (1 - t) * v0 + t * v1, res)
+    if dim != -1 and not flatten:
+        res = res.transpose(dim, -1)
+    return res.reshape(shape)
+
+
+@merge_method("nuslerp", pretty_name="NuSLERP", min_inputs=2, max_inputs=2)
+def nuslerp(tensors: list[Tensor], base: Tensor | None = None, *, weight: list[float],
+            nuslerp_row_wise: bool = False, nuslerp_flatten: bool = True) -> Tensor:
+    """SLERP of two models (or of their task vectors when a base is given), ``t = w_2 / (w_1 + w_2)``."""
+    total = weight[0] + weight[1]
+    t = 0.5 if abs(total) < 1e-6 else weight[1] / total
+    dim = 0 if nuslerp_row_wise else -1
+    if base is not None:
+        return base + nuslerp_tensors(t, tensors[0] - base, tensors[1] - base, dim=dim, flatten=nuslerp_flatten)
+    return nuslerp_tensors(t, tensors[0], tensors[1], dim=dim, flatten=nuslerp_flatten)
+
+
+@merge_method("multislerp", pretty_name="Multi-SLERP",
+              paper="https://goddard.blog/posts/multislerp-wow-what-a-cool-idea")
+def multislerp(tensors: list[Tensor], base: Tensor | None = None, *, ctx: TensorContext, weight: list[float],
+               normalize_weights: bool = True, eps: float = 1e-8) -> Tensor:
+    """Barycentric interpolation on the hypersphere: one tangent-space step from the weighted mean direction."""
+    if len(tensors) == 1:
+        return tensors[0]
+    x = torch.stack(tensors)  # (n, *shape)
+    if base is not None:
+        x = x - base
+    flat = x.reshape(x.shape[0], -1)
+    w = torch.tensor(weight, dtype=x.dtype, device=x.device)
+    if normalize_weights:
+        w = w / w.sum()
+    norms = torch.norm(flat, dim=-1, keepdim=True)  # (n, 1)
+    units = flat / (norms + eps)
+    mean = (units * w.view(-1, 1)).sum(0)
+    mean_norm = torch.norm(mean)
+    if mean_norm < eps:
+        if x.shape[0] != 2:
+            raise TuttiError(f"{ctx.name}: multislerp inputs cancel out (antipodal with balancing weights); "
+                             "change the weights")
+        res = (x[0] * w[0] + x[1] * w[1]).view(x.shape[1:])
+        return res + base if base is not None else res
+    mean = mean / mean_norm
+    tangent = units - (units * mean).sum(-1, keepdim=True) * mean
+    step = (tangent * w.view(-1, 1)).sum(0)
+    step_norm = torch.norm(step) + eps
+    res = mean * torch.cos(step_norm) + step * (torch.sin(step_norm) / step_norm)
+    res = (res * (norms.squeeze(-1) * w).sum()).view(x.shape[1:])
+    return res + base if base is not None else res
+
+
+def karcher_mean(tensors: list[Tensor], alphas: list[float], *, max_iter: int = 10, tol: float = 1e-5) -> Tensor:
+    """Weighted Riemannian (Karcher) mean of the directions, scaled by the weighted mean norm."""
+    dt = _work_dtype(tensors[0])
+    norms = [torch.linalg.vector_norm(x.to(dt)) for x in tensors]
+    units = [torch.zeros_like(x) if float(n) == 0.0 else (x / n).to(x.dtype) for x, n in zip(tensors, norms, strict=False)]
+    valid = [i for i, n in enumerate(norms) if float(n) > tol]
+    if not valid:
+        return sum((x * 0 for x in tensors[1:]), tensors[0] * 0)
+    total = sum(alphas[i] for i in valid)
+    a = [alphas[i] / total for i in valid]
+    us = [units[i] for i in valid]
+    mean = torch.zeros_like(us[0])
+    for ai, u in zip(a, us, strict=False):
+        mean += ai * u
+    mn = torch.linalg.vector_norm(mean.to(dt))
+    mean = us[0].clone() if float(mn) < tol else (mean / mn).to(mean.dtype)
+    for _ in range(max_iter):
+        tangent = torch.zeros_like(mean)
+        for ai, u in zip(a, us, strict=False):
+            dot = torch.clamp(torch.dot(mean.flatten(), u.flatten()), -1.0, 1.0)
+            theta = torch.arccos(dot)
+            if float(theta) < tol:
+                continue
+            tangent += ai * (theta / torch.sin(theta)) * (u - dot * mean)
+        tn = torch.linalg.vector_norm(tangent.to(dt))
+        if float(tn) < tol:
+            break
+        mean = (torch.cos(tn) * mean + torch.sin(tn) * (tangent / tn)).to(mean.dtype)
+        un = torch.linalg.vector_norm(mean.to(dt))
+        if float(un) > tol:
+            mean = (mean / un).to(mean.dtype)
+    scale = sum(ai * n for ai, n in zip(alphas, norms, strict=False))
+    return scale * mean
+
+
+@merge_method("karcher", pretty_name="Karcher Mean", paper="https://arxiv.org/abs/2603.04972")
+def karcher(tensors: list[Tensor], *, max_iter: int = 10, tol: float = 1e-5, use_weights: bool = False,
+            weight: list[float] = 1.0) -> Tensor:
+    """Karcher mean with equal weights (mergekit); ``use_weights: true`` uses the per-model ``weight``s instead."""
+    if len(tensors) == 1:
+        return tensors[0]
+    alphas = [w / sum(weight) for w in weight] if use_weights else [1.0 / len(tensors)] * len(tensors)
+    return karcher_mean(tensors, alphas, max_iter=max_iter, tol=tol)

@@ -1,0 +1,192 @@
+"""The task-vector family: task arithmetic, TIES, DARE, Breadcrumbs and DELLA (mergekit's nine names).
+
+Steps, for a base ``b`` and inputs ``x_i`` with weights ``w_i``:
+
+1. task vectors ``d_i = x_i - b``;
+2. optional sparsification of each ``d_i`` (magnitude top-k, Breadcrumbs band, DARE Bernoulli, DELLA);
+3. weighting ``D_i = w_i * d_i`` (mergekit weights *before* the sign election; ``sign_on="unweighted"`` votes on
+   the unweighted vectors as the TIES paper does);
+4. with consensus (TIES): elect the sign of ``sum_i D_i`` (zero counts as +), keep only agreeing entries, and
+   divide by the sum of agreeing weights; without: sum and divide by the sum of weights;
+5. divide only if ``normalize``, then multiply by ``lambda``; ``out = b + merged``.
+
+Papers: task arithmetic https://arxiv.org/abs/2212.04089, TIES https://arxiv.org/abs/2306.01708,
+DARE https://arxiv.org/abs/2311.03099, Breadcrumbs https://arxiv.org/abs/2312.06795,
+DELLA https://arxiv.org/abs/2406.11617.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from tutti.errors import ConfigError
+from tutti.merging import sparsify as sp
+from tutti.merging.base import TensorContext, merge_method
+
+Sparsifier = Callable[[Tensor, int], Tensor]
+
+
+def combine_task_vectors(
+    base: Tensor,
+    deltas: list[Tensor],
+    weights: list[float],
+    *,
+    consensus: bool,
+    normalize: bool,
+    lambda_: float,
+    sign_on: str = "weighted",
+) -> Tensor:
+    """Steps 3-5 above on already sparsified task vectors ``deltas`` (each shaped like ``base``)."""
+    if not deltas:
+        return base.clone()
+    stacked = torch.stack(deltas)  # (n, *shape)
+    w = torch.tensor(weights, dtype=stacked.dtype, device=stacked.device).reshape(-1, *([1] * base.dim()))
+    weighted = stacked * w
+    if consensus:
+        voters = weighted if sign_on == "weighted" else stacked
+        elected = torch.where(voters.sum(dim=0) >= 0, 1.0, -1.0).to(stacked.dtype)
+        mask = (weighted.sign() == elected).to(stacked.dtype)  # zero entries never agree
+        merged = (weighted * mask).sum(dim=0)
+        divisor = (w * mask).sum(dim=0)
+        divisor = torch.where(divisor == 0, torch.ones_like(divisor), divisor)
+    else:
+        merged = weighted.sum(dim=0)
+        divisor = w.sum(dim=0)
+        divisor = torch.where(divisor.abs() < 1e-8, torch.ones_like(divisor), divisor)
+    if normalize:
+        merged = merged / divisor
+    if lambda_ != 1:
+        merged = merged * lambda_
+    return (base + merged).to(base.dtype)
+
+
+def _deltas(tensors: list[Tensor], base: Tensor, prune: Sparsifier | None) -> list[Tensor]:
+    out = []
+    for i, x in enumerate(tensors):
+        d = x.to(base.dtype) - base
+        out.append(prune(d, i) if prune is not None else d)
+    return out
+
+
+def _rescale_mode(rescale: bool, mode: str, ctx: TensorContext) -> str | None:
+    if mode not in sp.RESCALE_MODES:
+        raise ConfigError(f"{ctx.name}: rescale_mode {mode!r} is not one of {', '.join(sp.RESCALE_MODES)}")
+    return mode if rescale else None
+
+
+def _check_sign_on(sign_on: str) -> None:
+    if sign_on not in ("weighted", "unweighted"):
+        raise ConfigError(f"sign_on must be 'weighted' (mergekit) or 'unweighted' (TIES paper), got {sign_on!r}")
+
+
+@merge_method("task_arithmetic", pretty_name="Task Arithmetic", paper="https://arxiv.org/abs/2212.04089",
+              min_inputs=0, elementwise=True)
+def task_arithmetic(tensors: list[Tensor], base: Tensor, *, weight: list[float], density: list[float] = 1.0,
+                    normalize: bool = False, rescale: bool = False, int8_mask: bool = False,
+                    lambda_: float = 1.0) -> Tensor:
+    """``b + lambda * sum_i w_i (x_i - b)`` (divided by ``sum w_i`` when ``normalize``)."""
+    del density, rescale, int8_mask  # accepted for mergekit compatibility; they do not change the result
+    return combine_task_vectors(base, _deltas(tensors, base, None), weight, consensus=False, normalize=normalize,
+                                lambda_=lambda_)
+
+
+@merge_method("ties", pretty_name="TIES", paper="https://arxiv.org/abs/2306.01708", min_inputs=0)
+def ties(tensors: list[Tensor], base: Tensor, *, weight: list[float], density: list[float] = 1.0,
+         normalize: bool = True, rescale: bool = False, int8_mask: bool = False, lambda_: float = 1.0,
+         sign_on: str = "weighted") -> Tensor:
+    """Trim to the top-``density`` magnitudes, elect signs, merge agreeing entries."""
+    del int8_mask  # only a memory option in mergekit
+    _check_sign_on(sign_on)
+    deltas = _deltas(tensors, base, lambda d, i: sp.magnitude(d, density[i], rescale=rescale))
+    return combine_task_vectors(base, deltas, weight, consensus=True, normalize=normalize, lambda_=lambda_,
+                                sign_on=sign_on)
+
+
+def _dare(tensors: list[Tensor], base: Tensor, ctx: TensorContext, weight: list[float], density: list[float],
+          *, consensus: bool, normalize: bool, rescale: bool, rescale_mode: str, lambda_: float) -> Tensor:
+    mode = _rescale_mode(rescale, rescale_mode, ctx)
+    deltas = _deltas(tensors, base, lambda d, i: sp.bernoulli_drop(d, density[i], ctx, i, rescale=mode))
+    return combine_task_vectors(base, deltas, weight, consensus=consensus, normalize=normalize, lambda_=lambda_)
+
+
+@merge_method("dare_ties", pretty_name="DARE TIES", paper="https://arxiv.org/abs/2311.03099", randomized=True,
+              min_inputs=0)
+def dare_ties(tensors: list[Tensor], base: Tensor, *, ctx: TensorContext, weight: list[float],
+              density: list[float] = 1.0, normalize: bool = False, rescale: bool = True, int8_mask: bool = False,
+              lambda_: float = 1.0, rescale_mode: str = "l1") -> Tensor:
+    """Random drop (keep prob. ``density``), rescale, then TIES sign consensus."""
+    del int8_mask
+    return _dare(tensors, base, ctx, weight, density, consensus=True, normalize=normalize, rescale=rescale,
+                 rescale_mode=rescale_mode, lambda_=lambda_)
+
+
+@merge_method("dare_linear", pretty_name="Linear DARE", paper="https://arxiv.org/abs/2311.03099", randomized=True,
+              min_inputs=0)
+def dare_linear(tensors: list[Tensor], base: Tensor, *, ctx: TensorContext, weight: list[float],
+                density: list[float] = 1.0, normalize: bool = False, rescale: bool = True, int8_mask: bool = False,
+                lambda_: float = 1.0, rescale_mode: str = "l1") -> Tensor:
+    """Random drop (keep prob. ``density``), rescale, weighted sum."""
+    del int8_mask
+    return _dare(tensors, base, ctx, weight, density, consensus=False, normalize=normalize, rescale=rescale,
+                 rescale_mode=rescale_mode, lambda_=lambda_)
+
+
+def _breadcrumbs(tensors: list[Tensor], base: Tensor, weight: list[float], density: list[float],
+                 gamma: list[float], *, consensus: bool, normalize: bool, rescale: bool, lambda_: float) -> Tensor:
+    deltas = _deltas(tensors, base, lambda d, i: sp.magnitude_outliers(d, density[i], gamma[i], rescale=rescale))
+    return combine_task_vectors(base, deltas, weight, consensus=consensus, normalize=normalize, lambda_=lambda_)
+
+
+@merge_method("breadcrumbs", pretty_name="Model Breadcrumbs", paper="https://arxiv.org/abs/2312.06795", min_inputs=0)
+def breadcrumbs(tensors: list[Tensor], base: Tensor, *, weight: list[float], density: list[float] = 1.0,
+                gamma: list[float] = 0.01, normalize: bool = False, rescale: bool = False, int8_mask: bool = False,
+                lambda_: float = 1.0) -> Tensor:
+    """Drop the largest ``gamma`` and the smallest entries of each task vector, then sum."""
+    del int8_mask
+    return _breadcrumbs(tensors, base, weight, density, gamma, consensus=False, normalize=normalize,
+                        rescale=rescale, lambda_=lambda_)
+
+
+@merge_method("breadcrumbs_ties", pretty_name="Model Breadcrumbs with TIES", paper="https://arxiv.org/abs/2312.06795",
+              min_inputs=0)
+def breadcrumbs_ties(tensors: list[Tensor], base: Tensor, *, weight: list[float], density: list[float] = 1.0,
+                     gamma: list[float] = 0.01, normalize: bool = False, rescale: bool = False,
+                     int8_mask: bool = False, lambda_: float = 1.0) -> Tensor:
+    """Breadcrumbs pruning with TIES sign consensus."""
+    del int8_mask
+    return _breadcrumbs(tensors, base, weight, density, gamma, consensus=True, normalize=normalize,
+                        rescale=rescale, lambda_=lambda_)
+
+
+def _della(tensors: list[Tensor], base: Tensor, ctx: TensorContext, weight: list[float], density: list[float],
+           epsilon: list[float], *, consensus: bool, normalize: bool, rescale: bool, rescale_mode: str,
+           lambda_: float) -> Tensor:
+    mode = _rescale_mode(rescale, rescale_mode, ctx)
+    deltas = _deltas(tensors, base,
+                     lambda d, i: sp.della_magprune(d, density[i], epsilon[i], ctx, i, rescale=mode))
+    return combine_task_vectors(base, deltas, weight, consensus=consensus, normalize=normalize, lambda_=lambda_)
+
+
+@merge_method("della", pretty_name="DELLA", paper="https://arxiv.org/abs/2406.11617", randomized=True, min_inputs=0)
+def della(tensors: list[Tensor], base: Tensor, *, ctx: TensorContext, weight: list[float],
+          density: list[float] = 1.0, epsilon: list[float] = 0.15, normalize: bool = True, rescale: bool = True,
+          int8_mask: bool = False, lambda_: float = 1.0, rescale_mode: str = "l1") -> Tensor:
+    """Magnitude-ranked random drop (MagPrune), rescale, TIES sign consensus."""
+    del int8_mask
+    return _della(tensors, base, ctx, weight, density, epsilon, consensus=True, normalize=normalize,
+                  rescale=rescale, rescale_mode=rescale_mode, lambda_=lambda_)
+
+
+@merge_method("della_linear", pretty_name="Linear DELLA", paper="https://arxiv.org/abs/2406.11617", randomized=True,
+              min_inputs=0)
+def della_linear(tensors: list[Tensor], base: Tensor, *, ctx: TensorContext, weight: list[float],
+                 density: list[float] = 1.0, epsilon: list[float] = 0.15, normalize: bool = False,
+                 rescale: bool = True, int8_mask: bool = False, lambda_: float = 1.0,
+                 rescale_mode: str = "l1") -> Tensor:
+    """Magnitude-ranked random drop (MagPrune), rescale, weighted sum."""
+    del int8_mask
+    return _della(tensors, base, ctx, weight, density, epsilon, consensus=False, normalize=normalize,
+                  rescale=rescale, rescale_mode=rescale_mode, lambda_=lambda_)

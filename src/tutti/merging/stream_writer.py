@@ -1,0 +1,139 @@
+"""A streaming safetensors writer whose memory does not grow with the shard size.
+
+A merge plan knows every output tensor's name, dtype and shape before the first tensor is computed, so the
+safetensors headers (with all byte offsets) can be written up front and each tensor, or each row block of a
+tensor, is appended to its shard the moment it is produced. Nothing waits in RAM for a shard to fill.
+
+Like :class:`tutti.models.writer.ShardedWriter`, everything goes to a hidden temporary folder beside the
+destination and is renamed into place by :meth:`StreamingWriter.finish`; an error leaves the destination as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import torch
+
+from tutti.errors import CheckpointError
+
+ST_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.float64: "F64",
+             torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+             torch.bool: "BOOL"}
+
+
+@dataclass
+class _Slot:
+    shard: int
+    start: int  # byte offset in the shard's data section
+    nbytes: int
+    written: int = 0
+
+
+class StreamingWriter:
+    """Write pre-declared tensors into shards as they are produced.
+
+    Args:
+        out_dir: destination folder (replaced atomically when it exists).
+        layout: ``(name, dtype, shape)`` of every output tensor, in the order they will be written.
+        max_shard_bytes: a new shard starts before one would pass this many bytes.
+        metadata: safetensors ``__metadata__`` (``format: pt`` is added).
+    """
+
+    def __init__(self, out_dir: str | Path, layout: list[tuple[str, torch.dtype, tuple[int, ...]]], *,
+                 max_shard_bytes: int, metadata: dict[str, str] | None = None) -> None:
+        self.out_dir = Path(out_dir).absolute()
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise CheckpointError(f"{self.out_dir} exists and is a file; choose a folder path")
+        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.tmp-", dir=self.out_dir.parent))
+        self.slots: dict[str, _Slot] = {}
+        shards: list[dict[str, Any]] = [{}]
+        size = 0
+        for name, dtype, shape in layout:
+            nbytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+            if shards[-1] and size + nbytes > max_shard_bytes:
+                shards.append({})
+                size = 0
+            shards[-1][name] = {"dtype": ST_DTYPES[dtype], "shape": list(shape), "data_offsets": [size, size + nbytes]}
+            self.slots[name] = _Slot(len(shards) - 1, size, nbytes)
+            size += nbytes
+        self.total_bytes = sum(s.nbytes for s in self.slots.values())
+        n = len(shards)
+        self.names = ["model.safetensors"] if n == 1 else [f"model-{i:05d}-of-{n:05d}.safetensors"
+                                                            for i in range(1, n + 1)]
+        self._files: list[BinaryIO] = []
+        self._data_start: list[int] = []
+        meta = {"format": "pt", **(metadata or {})}
+        for fname, header in zip(self.names, shards, strict=True):
+            raw = json.dumps({"__metadata__": meta, **header}, separators=(",", ":")).encode()
+            raw += b" " * (-len(raw) % 8)
+            f = (self.tmp / fname).open("wb")
+            f.write(len(raw).to_bytes(8, "little"))
+            f.write(raw)
+            self._files.append(f)
+            self._data_start.append(8 + len(raw))
+        self._done = False
+
+    def write(self, name: str, chunk: torch.Tensor) -> None:
+        """Append ``chunk`` (the whole tensor, or its next row block) to ``name``'s bytes."""
+        slot = self.slots[name]
+        data = chunk.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
+        if slot.written + data.numel() > slot.nbytes:
+            raise CheckpointError(f"tensor {name!r}: more bytes produced than its declared shape holds")
+        f = self._files[slot.shard]
+        f.seek(self._data_start[slot.shard] + slot.start + slot.written)
+        f.write(memoryview(data.numpy()))
+        slot.written += data.numel()
+
+    def copy_files(self, src: str | Path, names: tuple[str, ...]) -> list[str]:
+        """Copy those of ``names`` that exist in ``src`` and are not written yet."""
+        copied = []
+        for n in names:
+            f = Path(src) / n
+            if f.is_file() and not (self.tmp / n).exists():
+                shutil.copy2(f, self.tmp / n)
+                copied.append(n)
+        return copied
+
+    def write_text(self, name: str, text: str) -> None:
+        """Write a side file (config, model card...)."""
+        (self.tmp / name).write_text(text)
+
+    def finish(self) -> Path:
+        """Check every tensor is complete, write the index, and move the folder into place."""
+        short = [n for n, s in self.slots.items() if s.written != s.nbytes]
+        if short:
+            raise CheckpointError(f"tensor {short[0]!r} was not fully written")
+        for f in self._files:
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+        if len(self.names) > 1:
+            weight_map = {n: self.names[s.shard] for n, s in self.slots.items()}
+            index = {"metadata": {"total_size": self.total_bytes}, "weight_map": weight_map}
+            self.write_text("model.safetensors.index.json", json.dumps(index, indent=2) + "\n")
+        if self.out_dir.exists():
+            old = self.out_dir.with_name(f".{self.out_dir.name}.old-{os.getpid()}-{time.time_ns()}")
+            os.replace(self.out_dir, old)
+            os.replace(self.tmp, self.out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(self.tmp, self.out_dir)
+        self._done = True
+        return self.out_dir
+
+    def abort(self) -> None:
+        """Close and remove the temporary folder; the destination is untouched."""
+        if self._done:
+            return
+        for f in self._files:
+            f.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self._done = True
