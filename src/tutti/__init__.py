@@ -13,6 +13,9 @@ _LAZY = {
     "load_model": "tutti.models",
     "SamplingParams": "tutti.models.interface",
     "TuttiError": "tutti.errors",
+    "merge": "tutti.merging",
+    "merge_state_dicts": "tutti.merging",
+    "merge_tensors": "tutti.merging",
 }
 
 
