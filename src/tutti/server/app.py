@@ -201,7 +201,8 @@ async def _complete(server: Server, request: Request, body: Any, prompts: list[A
             raise APIError(400, str(e)) from None
 
     jobs = [Job(model=model, prompt=p, max_tokens=body.requested_max_tokens, make_params=make_params, loop=loop,
-                stream=body.stream, deadline=deadline) for p in prompts]
+                stream=body.stream, token_ids=body.return_tokens_as_token_ids, deadline=deadline)
+            for p in prompts]
     try:
         for j in jobs:
             worker.submit(j)

@@ -151,9 +151,17 @@ def completion_logprobs(lps: tuple[TokenLogprob, ...], ids: tuple[int, ...], as_
     return {
         "tokens": [_tok(lp.token, as_ids, ids[j] if j < len(ids) else None) for j, lp in enumerate(lps)],
         "token_logprobs": [lp.logprob for lp in lps],
-        "top_logprobs": [dict(lp.top) for lp in lps],
+        "top_logprobs": [_first_wins(lp.top) for lp in lps],
         "text_offset": offsets,
     }
+
+
+def _first_wins(top: tuple[tuple[str, float], ...]) -> dict[str, float]:
+    # distinct tokens may decode to the same text; the legacy dict keeps the most likely one
+    out: dict[str, float] = {}
+    for t, v in top:
+        out.setdefault(t, v)
+    return out
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:

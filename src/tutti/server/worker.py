@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tutti.errors import TuttiError
-from tutti.models.interface import GenerationOutput, Model, Prompt, SamplingParams
+from tutti.models.interface import GenerationOutput, Model, Prompt, SamplingParams, TokenLogprob
 from tutti.server.metrics import Metrics
 
 END = object()  # end of a stream
@@ -58,6 +58,7 @@ class Job:
     make_params: Callable[[int], SamplingParams]
     loop: asyncio.AbstractEventLoop
     stream: bool = False
+    token_ids: bool = False
     deadline: float = float("inf")
     cancel: threading.Event = field(default_factory=threading.Event)
     future: asyncio.Future[Any] | None = None
@@ -108,6 +109,34 @@ def prepare(job: Job, default_max_tokens: int) -> None:
             want = min(default_max_tokens, limit - n)
     job.prompt_tokens = n
     job.params = job.make_params(default_max_tokens if want is None else want)
+
+
+def exact_topk_possible(model: Model, params: SamplingParams) -> bool:
+    """Whether a one-token greedy request with top log-probs can be answered exactly from the full distribution."""
+    return (params.max_new_tokens == 1 and params.greedy and params.top_logprobs > 0 and not params.stop
+            and params.n == 1 and hasattr(model, "tokenizer") and hasattr(model, "eos_token_ids"))
+
+
+def exact_topk(model: Any, prompts: list[Prompt], k: int) -> list[list[GenerationOutput]]:
+    """Greedy one-token completions whose top alternatives are ``token_id:N`` (exact ids, for token ensembles).
+
+    Equal to ``generate`` with ``max_new_tokens=1`` at temperature 0, but the alternatives keep their ids, so a
+    remote caller can scatter them into its vocabulary without re-tokenising decoded text.
+    """
+    lp = model.next_token_logprobs(prompts)  # (batch, vocab)
+    outs = []
+    for p, row in zip(prompts, lp, strict=True):
+        vals, ids = row.topk(k)
+        best = int(ids[0])
+        top = tuple((f"token_id:{int(i)}", float(v)) for v, i in zip(vals, ids, strict=True))
+        stop = best in model.eos_token_ids
+        text = "" if stop else model.tokenizer.decode([best], skip_special_tokens=True)
+        outs.append([GenerationOutput(
+            text=text, token_ids=() if stop else (best,), finish_reason="stop" if stop else "length",
+            prompt_tokens=len(model.encode(p)),
+            logprobs=(TokenLogprob(model.tokenizer.decode([best]), float(vals[0]), top),),
+        )])
+    return outs
 
 
 def _batchable(p: SamplingParams) -> bool:
@@ -203,7 +232,7 @@ class ModelWorker:
                     continue
                 if job.params is None and not self._ready_unlocked(job):
                     continue
-                if job.params == first.params:
+                if job.params == first.params and job.token_ids == first.token_ids:
                     self._jobs.remove(job)
                     batch.append(job)
         return batch
@@ -232,7 +261,11 @@ class ModelWorker:
         params = batch[0].params
         assert params is not None
         try:
-            outs = batch[0].model.generate([j.prompt for j in batch], params=params)
+            model, prompts = batch[0].model, [j.prompt for j in batch]
+            if batch[0].token_ids and exact_topk_possible(model, params):
+                outs = exact_topk(model, prompts, params.top_logprobs)
+            else:
+                outs = model.generate(prompts, params=params)
         except Exception as e:
             if len(batch) == 1:
                 batch[0].deliver(e)
