@@ -142,3 +142,32 @@ def test_unsupported_adapters_are_refused(adapters: list[Path]) -> None:
         merge_lora_exact([a], [1.0, 2.0])
     with pytest.raises(TuttiError, match=r"equal ranks|other modules"):
         merge_lora_factors([a, load_lora(adapters[1])])
+
+
+def test_cli_merge_lora_exact_with_rank_and_errors(adapters: list[Path], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from tutti.cli.main import main
+
+    main(["merge-lora", str(adapters[0]), str(adapters[2]), "--out", str(tmp_path / "m"), "--weights", "0.5,0.5"])
+    got = load_lora(tmp_path / "m").dense_deltas()
+    want = _dense_sum([load_lora(adapters[0]), load_lora(adapters[2])], [0.5, 0.5])
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], atol=1e-6, rtol=1e-6)
+    main(["merge-lora", str(adapters[0]), str(adapters[2]), "-o", str(tmp_path / "r"), "--rank", "2"])
+    assert "relative Frobenius error max" in capsys.readouterr().out
+    main(["merge-lora", str(adapters[0]), str(adapters[2]), "-o", str(tmp_path / "f"), "--method", "factors"])
+    assert load_lora(tmp_path / "f").r == 4
+
+    for argv, msg in [
+        (["--weights", "1"], "1 values for 2 adapters"),
+        (["--method", "exactly"], "Did you mean 'exact'"),
+        (["--method", "factors", "--rank", "2"], "--rank applies to --method exact only"),
+        (["--weights", "a,b"], "comma-separated numbers"),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            main(["merge-lora", str(adapters[0]), str(adapters[2]), "-o", str(tmp_path / "x"), *argv])
+        assert e.value.code == 2
+        assert msg in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["merge-lora", str(tmp_path), "-o", str(tmp_path / "y")])
+    assert e.value.code == 2 and "adapter_config.json" in capsys.readouterr().err

@@ -28,6 +28,7 @@ app = typer.Typer(
 # (module, what it adds); each module has register(app)
 SUBCOMMANDS = (
     "tutti.cli.merge",
+    "tutti.cli.merge_lora",
     "tutti.cli.swarm",
     "tutti.cli.eval_cmd",
     "tutti.cli.generate",
