@@ -33,7 +33,7 @@ def read_all(folder: Path) -> dict:
     from tutti.models.checkpoint import Checkpoint
 
     ck = Checkpoint(folder)
-    return {k: ck.get(k).clone() for k in ck.keys()}
+    return {k: ck.get(k).clone() for k in ck}
 
 
 def assert_same_checkpoint(ours: Path, theirs: Path) -> None:

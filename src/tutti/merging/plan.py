@@ -217,6 +217,11 @@ class _Planner:
         return self.jobs
 
     def _check_contract(self, sl: OutputSlice, where: str) -> None:
+        for s in sl.sources:
+            n_layers = self.models[str(s.model)].num_layers
+            if s.layer_range[1] > n_layers:
+                raise ConfigError(f"{where}: layer_range {list(s.layer_range)} of {s.model} goes past its "
+                                  f"{n_layers} layers")
         base = sl.base_model or self.config.base_model
         keys = [str(s.model) for s in sl.sources]
         if base is not None and self.method.base != "none" and str(base) not in keys:
@@ -292,14 +297,15 @@ class _Planner:
         shapes = [tuple(self.models[str(r)].ckpt.info(n).shape) for r, n in ins]
         if len(set(shapes)) == 1:
             return shapes[0], None
-        vocab = any(h in out for h in _VOCAB_HINTS) and all(len(s) == len(shapes[0]) for s in shapes)
+        vocab = any(h in out for h in _VOCAB_HINTS) and all(
+            len(s) == len(shapes[0]) and s[1:] == shapes[0][1:] for s in shapes)  # only the vocab axis differs
         if vocab and self.unsafe_truncate:
             common = tuple(min(s[d] for s in shapes) for d in range(len(shapes[0])))
             return common, common
         (r0, _), s0 = ins[0], shapes[0]
         i = next(i for i, s in enumerate(shapes) if s != s0)
-        hint = ("vocab sizes differ: align them with 'tokenizer: {source: union}' (or base), or pass "
-                "--unsafe-truncate-embeddings to cut to the common rows" if vocab else "the models are not the same "
+        hint = ("vocab sizes differ and aligning different vocabularies is not supported yet; pass "
+                "--unsafe-truncate-embeddings (unsafe_truncate_embeddings=True) to cut to the common rows" if vocab else "the models are not the same "
                 "architecture/size")
         raise CheckpointError(f"tensor {out!r}: shape {list(s0)} in {r0} but {list(shapes[i])} in {ins[i][0]}; "
                               f"{hint}")
