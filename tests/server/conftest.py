@@ -51,6 +51,14 @@ def tiny(varied_model_dir: Path):
     return HFModel.load(varied_model_dir, name="tiny")
 
 
+@pytest.fixture(scope="session")
+def repeater(tiny_model_dir: Path):
+    """The shared seed-0 tiny LLaMA (std 0.02): greedy decoding repeats the last byte and never emits EOS."""
+    from tutti.models.hf import HFModel
+
+    return HFModel.load(tiny_model_dir, name="tiny")
+
+
 @pytest.fixture(scope="module")
 def tiny_server(tiny):
     """A real server with the tiny model under id ``tiny`` and API key ``test-key``."""
