@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from tutti.errors import TuttiError
@@ -162,7 +163,12 @@ def test_regmean_merge_end_to_end_with_cache(tiny_model_dirs: list[Path], datase
     monkeypatch.setenv("TUTTI_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(methods, "_MEMO", {})
     monkeypatch.setattr(collect, "_OPEN", {})
-    out = merge(_config(tiny_model_dirs, "regmean", dataset, alpha=0.9), tmp_path / "out")
+    from tutti.cli.main import main
+
+    cfg_path = tmp_path / "regmean.yaml"
+    cfg_path.write_text(yaml.safe_dump(_config(tiny_model_dirs, "regmean", dataset, alpha=0.9)))
+    main(["merge", str(cfg_path), str(tmp_path / "out")])  # `tutti merge CONFIG OUT`
+    out = tmp_path / "out"
     merged = load_file(out / "model.safetensors")
     ins = [load_file(m / "model.safetensors") for m in tiny_model_dirs]
     cached = sorted((tmp_path / "home" / "merge-stats").glob("regmean-*.safetensors"))
@@ -216,3 +222,16 @@ def test_data_aware_methods_refuse_in_memory_merges_and_bad_values(dataset: Path
         get_method("regmean")([w, w], dataset=str(dataset), alpha=2.0)
     with pytest.raises(ConfigError, match="needs parameter 'dataset'"):
         get_method("fisher")([w, w])
+
+
+def test_cli_reports_a_missing_dataset(tiny_model_dirs: list[Path], tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from tutti.cli.main import main
+
+    cfg_path = tmp_path / "bad.yaml"
+    cfg_path.write_text(yaml.safe_dump(_config(tiny_model_dirs[:2], "regmean", tmp_path / "missing.jsonl")))
+    with pytest.raises(SystemExit) as e:
+        main(["merge", str(cfg_path), str(tmp_path / "out")])
+    assert e.value.code == 2
+    assert "missing.jsonl' not found" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
