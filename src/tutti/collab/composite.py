@@ -95,8 +95,9 @@ class TokenComposite:
         lps: list[list[TokenLogprob]] = [[] for _ in flat]
         with self._lock:
             loop = None
-            for step, loop in decode(self.models, self.aligner, self.combiner, flat, params,
-                                     prompt_nll=self.prompt_nll):
+            for step, state in decode(self.models, self.aligner, self.combiner, flat, params,
+                                      prompt_nll=self.prompt_nll):
+                loop = state
                 if want_lp:
                     for r, c in enumerate(step.chosen):
                         if c is not None and not self.aligner.is_eos(c):
