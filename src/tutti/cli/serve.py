@@ -30,6 +30,7 @@ def register(app: typer.Typer) -> None:
         queue_size: int | None = typer.Option(None, "--queue-size", help="Waiting requests per model before 503."),
         max_batch_size: int | None = typer.Option(None, "--max-batch-size", help="Requests per generate call."),
         timeout: float | None = typer.Option(None, "--timeout", help="Per-request timeout in seconds."),
+        model_id: str | None = typer.Option(None, "--id", help="Model id when TARGET is one model [its name]."),
         log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
         check: bool = typer.Option(False, "--check", help="Validate the config and load the models, then exit."),
     ) -> None:
@@ -41,7 +42,8 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"{target}: no such serve config")
             cfg = load_serve_config(target)
         else:
-            cfg = parse_serve_config({"models": [{"id": target, "model": target}]}, source=target)
+            mid = model_id or (Path(target).name if Path(target).exists() else target)
+            cfg = parse_serve_config({"models": [{"id": mid, "model": target}]}, source=target)
         updates = {k: v for k, v in {
             "host": host, "port": port, "queue_size": queue_size, "max_batch_size": max_batch_size,
             "request_timeout_s": timeout, "api_key": api_key or os.environ.get("TUTTI_API_KEY"),
