@@ -97,7 +97,7 @@ def consensus_task_arithmetic(tensors: list[Tensor], base: Tensor, *, weight: li
 @merge_method("consensus_ties", pretty_name="Consensus TIES (TALL masks)", paper=_PAPER, mergekit=False,
               data="none")
 def consensus_ties(tensors: list[Tensor], base: Tensor, *, weight: list[float] = 1.0,
-                   density: list[float] = 1.0, lambda_: float = 1.0, k: int = 2,
+                   density: list[float] = 0.2, lambda_: float = 1.0, k: int = 2,
                    mask_lambda: float = 0.6) -> Tensor:
     """TIES restricted to the weights at least ``k`` tasks' TALL masks agree on."""
     _check(k, mask_lambda)
