@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 KEY = "test-key"
+REMOTE_KEY = "remote-key"
 
 
 class Gated:
@@ -88,3 +95,51 @@ def make_server():
     from tutti.server import BackgroundServer, Server
 
     return lambda models, **kw: BackgroundServer(Server(models, **kw))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def remote_url(varied_model_dir: Path):
+    """``tutti serve DIR --id tiny`` in its own process (the real CLI), stopped after the module."""
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TUTTI_API_KEY": REMOTE_KEY}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tutti.cli.main", "serve", str(varied_model_dir), "--id", "tiny", "--port", str(port),
+         "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"tutti serve exited: {proc.stderr.read().decode()[-2000:]}")
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("tutti serve did not start in 180 s")
+            time.sleep(0.25)
+        yield url + "/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="session")
+def remote(remote_url, varied_model_dir):
+    """A :class:`RemoteModel` of the other process's ``tiny`` (tokenizer given, top-5 log-probs)."""
+    from tutti.models.remote import RemoteModel
+
+    m = RemoteModel(remote_url, "tiny", api_key=REMOTE_KEY, tokenizer=str(varied_model_dir), top_logprobs=5)
+    yield m
+    m.close()

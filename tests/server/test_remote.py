@@ -2,14 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
-
-import httpx
 import openai
 import pytest
 import torch
@@ -18,53 +10,9 @@ from tutti.errors import TuttiError
 from tutti.models.interface import SamplingParams
 from tutti.models.remote import RemoteModel
 
+from .conftest import REMOTE_KEY, free_port
+
 CHAT = [{"role": "user", "content": "hello there"}]
-REMOTE_KEY = "remote-key"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def remote_url(varied_model_dir: Path):
-    """``tutti serve DIR --id tiny`` in its own process (the real CLI), stopped after the module."""
-    port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TUTTI_API_KEY": REMOTE_KEY}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tutti.cli.main", "serve", str(varied_model_dir), "--id", "tiny", "--port", str(port),
-         "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"tutti serve exited: {proc.stderr.read().decode()[-2000:]}")
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("tutti serve did not start in 180 s")
-            time.sleep(0.25)
-        yield url + "/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-@pytest.fixture(scope="module")
-def remote(remote_url, varied_model_dir):
-    m = RemoteModel(remote_url, "tiny", api_key=REMOTE_KEY, tokenizer=str(varied_model_dir), top_logprobs=5)
-    yield m
-    m.close()
 
 
 @pytest.mark.parametrize("prompt", [CHAT, "The cat"])
@@ -107,7 +55,7 @@ def test_remote_errors_are_one_line(remote_url, varied_model_dir) -> None:
     with pytest.raises(TuttiError, match=r"answered 404.*did you mean"):
         RemoteModel(remote_url, "tinyy", api_key=REMOTE_KEY).generate(["x"], params=SamplingParams(max_new_tokens=1))
     with pytest.raises(TuttiError, match="ConnectError"):
-        RemoteModel(f"http://127.0.0.1:{_free_port()}/v1", "tiny").generate(["x"], params=SamplingParams())
+        RemoteModel(f"http://127.0.0.1:{free_port()}/v1", "tiny").generate(["x"], params=SamplingParams())
     with pytest.raises(TuttiError, match="cannot score"):
         RemoteModel(remote_url, "tiny").loglikelihood([("a", "b")])
     with pytest.raises(TuttiError, match="needs a local tokenizer"):

@@ -11,7 +11,7 @@ import asyncio
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -60,11 +60,13 @@ class Server:
         request_timeout_s: per-request limit.
         max_n: largest ``n`` accepted.
         batch_sizes: per-model overrides of ``max_batch_size``.
+        rebuilders: per composite id, a function building the composite with request-level strategy overrides.
     """
 
     def __init__(self, models: Mapping[str, Model], *, api_key: str | None = None, queue_size: int = 64,
                  max_batch_size: int = 8, batch_wait_ms: float = 5.0, request_timeout_s: float = 300.0,
-                 default_max_tokens: int = 256, max_n: int = 8, batch_sizes: Mapping[str, int] | None = None) -> None:
+                 default_max_tokens: int = 256, max_n: int = 8, batch_sizes: Mapping[str, int] | None = None,
+                 rebuilders: Mapping[str, Callable[[Mapping[str, Any]], Model]] | None = None) -> None:
         self.models = dict(models)
         self.api_key = api_key
         self.request_timeout_s = request_timeout_s
@@ -77,6 +79,7 @@ class Server:
                            batch_wait_s=batch_wait_ms / 1000, default_max_tokens=default_max_tokens)
             for k in self.models
         }
+        self.rebuilders = dict(rebuilders or {})
         self._overridden: dict[tuple[str, str], Model] = {}
 
     def close(self) -> None:
@@ -106,12 +109,12 @@ class Server:
             return base
         key = (model_id, json.dumps(collab, sort_keys=True))
         if key not in self._overridden:
-            override = getattr(base, "with_overrides", None)
-            if not callable(override):
-                raise APIError(400, f"model {model_id!r} takes no strategy overrides ('collab' in extra_body)",
-                               param="collab")
+            rebuild = self.rebuilders.get(model_id)
+            if rebuild is None:
+                raise APIError(400, f"model {model_id!r} is not a composite: it takes no strategy overrides "
+                               "('collab' in extra_body)", param="collab")
             try:
-                self._overridden[key] = override(**collab)
+                self._overridden[key] = rebuild(collab)
             except (TuttiError, TypeError, ValueError) as e:
                 raise APIError(400, f"bad strategy override for {model_id!r}: {e}", param="collab") from None
         return self._overridden[key]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from tutti.config.serve import ModelEntry, ServeConfig
@@ -14,29 +14,71 @@ from tutti.errors import TuttiError
 from tutti.models.interface import Model
 from tutti.server.app import Server, create_app
 
+Rebuild = Callable[[Mapping[str, Any]], Model]
+
 
 def load_entry(entry: ModelEntry) -> Model:
-    """Load one config entry: an HF model, a composite (through ``tutti.collab.load``) or a remote endpoint."""
+    """Load one config entry: an HF model, a composite (through ``tutti.collab``) or a remote endpoint."""
+    return _load(entry)[0]
+
+
+def _load(entry: ModelEntry) -> tuple[Model, Rebuild | None]:
     if entry.model is not None:
         from tutti.models.hf import HFModel
 
-        return HFModel.load(entry.model, dtype=entry.dtype, trust_remote_code=entry.trust_remote_code, name=entry.id)
+        model = HFModel.load(entry.model, dtype=entry.dtype, trust_remote_code=entry.trust_remote_code, name=entry.id)
+        return model, None
     if entry.remote is not None:
         from tutti.models.remote import RemoteModel
 
-        return RemoteModel.from_spec(entry.remote, name=entry.id)
+        return RemoteModel.from_spec(entry.remote, name=entry.id), None
+    assert entry.composite is not None
+    return load_composite(entry.composite, name=entry.id)
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_composite(spec: str | dict[str, Any], *, name: str) -> tuple[Model, Rebuild]:
+    """Build a composite and a function that rebuilds it with strategy overrides, reusing the loaded members.
+
+    Overrides (``extra_body={"collab": {...}}``) are deep-merged into the composite's config; they may change
+    the strategy, combiner, weights, aligner or options, but not the members.
+    """
     try:
-        from tutti.collab import load as load_composite
+        from tutti.collab import load, load_member
+        from tutti.config.composite import load_composite_config, parse_composite
     except ImportError:
-        raise TuttiError(f"model {entry.id!r}: composites need tutti.collab, which this install lacks") from None
-    model = load_composite(entry.composite)
-    with contextlib.suppress(AttributeError):
-        model.name = entry.id
-    return model
+        raise TuttiError(f"model {name!r}: composites need tutti.collab, which this install lacks") from None
+    import importlib.util
+
+    for mod in ("tutti.aggregate.strategies", "tutti.routing.strategies"):  # strategies registered elsewhere
+        if importlib.util.find_spec(mod) is not None:
+            importlib.import_module(mod)
+    if isinstance(spec, str):
+        cfg = load_composite_config(spec)
+        base: Path | None = Path(spec).parent
+    else:
+        cfg, base = parse_composite(spec, source=f"model {name!r}"), None
+    data = {**cfg.model_dump(), "name": cfg.name or name}
+    members = [load_member(m, base=base, dtype=cfg.dtype) for m in cfg.members]
+    model = load(parse_composite(data), members=members)
+
+    def rebuild(overrides: Mapping[str, Any]) -> Model:
+        if "members" in overrides:
+            raise TuttiError("strategy overrides cannot change 'members'; serve another composite instead")
+        return load(parse_composite(_deep_merge(data, overrides), source="collab override"), members=members)
+
+    return model, rebuild
 
 
 def build_server(config: ServeConfig, *, models: Mapping[str, Model] | None = None) -> Server:
     """Load every entry of ``config`` (or use the given ``models``) and wrap them in a :class:`Server`."""
+    rebuilders: dict[str, Rebuild] = {}
     if models is None:
         from rich.console import Console
 
@@ -44,13 +86,15 @@ def build_server(config: ServeConfig, *, models: Mapping[str, Model] | None = No
         loaded: dict[str, Model] = {}
         for entry in config.models:
             with console.status(f"loading {entry.id}"):
-                loaded[entry.id] = load_entry(entry)
+                loaded[entry.id], rebuild = _load(entry)
+            if rebuild is not None:
+                rebuilders[entry.id] = rebuild
         models = loaded
     return Server(
         models, api_key=config.resolved_api_key(), queue_size=config.queue_size,
         max_batch_size=config.max_batch_size, batch_wait_ms=config.batch_wait_ms,
         request_timeout_s=config.request_timeout_s, default_max_tokens=config.default_max_tokens,
-        max_n=config.max_n, batch_sizes={m.id: m.max_batch_size for m in config.models if m.max_batch_size},
+        max_n=config.max_n, rebuilders=rebuilders, batch_sizes={m.id: m.max_batch_size for m in config.models if m.max_batch_size},
     )
 
 
