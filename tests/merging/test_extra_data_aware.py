@@ -235,3 +235,35 @@ def test_cli_reports_a_missing_dataset(tiny_model_dirs: list[Path], tmp_path: Pa
     assert e.value.code == 2
     assert "missing.jsonl' not found" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.real_model
+def test_statistics_on_the_real_smollm2(smollm2) -> None:
+    """Grams and Fishers of the real SmolLM2-135M-Instruct (chat template, tied embeddings) match autograd."""
+    examples = [Example("What is 12 plus 30?", " 42"),
+                Example(({"role": "user", "content": "Name a colour."},), "Blue.")]
+    grams = collect_grams(smollm2, examples, StatsSettings(batch_size=2))
+    xs = []
+    for ex in examples:
+        p = list(ex.prompt) if isinstance(ex.prompt, tuple) else ex.prompt
+        c, k = smollm2.split_continuation(p, ex.completion)
+        with torch.no_grad():  # layer 0's attention input: input_layernorm(embeddings)
+            h = smollm2.module.model.embed_tokens(torch.tensor([c + k]))
+            xs.append(smollm2.module.model.layers[0].input_layernorm(h)[0])
+    x = torch.cat(xs)
+    q = "model.layers.0.self_attn.q_proj.weight"
+    torch.testing.assert_close(grams[q], x.T @ x / x.shape[0], atol=1e-4, rtol=1e-4)
+    assert grams["model.layers.0.mlp.gate_proj.weight"].shape == (576, 576)
+    assert grams["model.layers.29.mlp.down_proj.weight"].shape == (1536, 1536)
+
+    fis = collect_fisher(smollm2, examples[:1], StatsSettings())
+    c, k = smollm2.split_continuation(examples[0].prompt, examples[0].completion)
+    module = smollm2.module
+    try:
+        logp = torch.log_softmax(module(input_ids=torch.tensor([c + k])).logits[0].float(), -1)
+        sum(logp[len(c) - 1 + j, t] for j, t in enumerate(k)).backward()
+        for pname in ("model.layers.29.mlp.down_proj.weight", "model.embed_tokens.weight"):
+            grad = dict(module.named_parameters())[pname].grad
+            torch.testing.assert_close(fis[pname], grad.square(), atol=1e-12, rtol=1e-3)
+    finally:
+        module.zero_grad(set_to_none=True)
