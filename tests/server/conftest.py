@@ -83,13 +83,13 @@ def client(tiny_server):
     return openai.OpenAI(base_url=tiny_server.url, api_key=KEY, max_retries=0, timeout=60)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def gated():
     """The :class:`Gated` wrapper class."""
     return Gated
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_server():
     """Build a (not yet started) :class:`BackgroundServer` over in-process models; use it in ``with``."""
     from tutti.server import BackgroundServer, Server
