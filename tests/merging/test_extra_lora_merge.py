@@ -171,3 +171,25 @@ def test_cli_merge_lora_exact_with_rank_and_errors(adapters: list[Path], tmp_pat
     with pytest.raises(SystemExit) as e:
         main(["merge-lora", str(tmp_path), "-o", str(tmp_path / "y")])
     assert e.value.code == 2 and "adapter_config.json" in capsys.readouterr().err
+
+
+def test_oracle_peft_add_weighted_adapter(adapters: list[Path], tiny_model_dir: Path) -> None:
+    """exact == peft 'cat'; factors with weights w == peft 'linear' with weights w² (different scales too)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    pm = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapters[0],
+                                   adapter_name="a")
+    pm.load_adapter(adapters[2], adapter_name="c")
+    w = [0.3, 0.7]
+    pm.add_weighted_adapter(["a", "c"], w, "cat", combination_type="cat")
+    pm.add_weighted_adapter(["a", "c"], [x * x for x in w], "lin", combination_type="linear")
+    ours = {"cat": merge_lora_exact([load_lora(adapters[0]), load_lora(adapters[2])], w).adapter,
+            "lin": merge_lora_factors([load_lora(adapters[0]), load_lora(adapters[2])], w).adapter}
+    for layer in range(2):
+        for proj in ("q_proj", "v_proj"):
+            mod = getattr(pm.base_model.model.model.layers[layer].self_attn, proj)
+            for name, adapter in ours.items():
+                want = (mod.lora_B[name].weight @ mod.lora_A[name].weight) * mod.scaling[name]
+                got = adapter.dense_deltas()[f"model.layers.{layer}.self_attn.{proj}.weight"]
+                torch.testing.assert_close(got, want.detach(), atol=1e-6, rtol=1e-5)
