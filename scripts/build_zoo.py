@@ -27,7 +27,7 @@ def cmd_data(args: argparse.Namespace) -> None:
     from tutti.zoo.tasks import TASKS, write_task
 
     for name in args.task or TASKS.names():
-        paths = write_task(name, seed=args.seed)
+        paths = write_task(name, Path(args.root) if args.root else None, seed=args.seed)
         print(name, {s: str(p) for s, p in paths.items()}, flush=True)
 
 
@@ -40,7 +40,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     base = resolve_model(args.base)
-    cfg = ExpertTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    cfg = ExpertTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
+                            seed=args.seed)
     for name in args.task or trained_tasks():
         out = EXPERTS_ROOT / name
         print(f"[{name}] training {cfg.model_dump()}", flush=True)
@@ -76,19 +77,21 @@ def cmd_matrix(args: argparse.Namespace) -> None:
     print(f"wrote {out}", flush=True)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run one stage."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="stage", required=True)
     d = sub.add_parser("data", help="generate every task's splits")
     d.add_argument("--task", action="append")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--root", help="write under this folder instead of the package data")
     t = sub.add_parser("train", help="train LoRA experts")
     t.add_argument("--task", action="append")
     t.add_argument("--base", default="smollm2-135m-instruct")
-    t.add_argument("--steps", type=int, default=40)
+    t.add_argument("--steps", type=int, default=20)
     t.add_argument("--batch-size", type=int, default=4)
     t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--warmup", type=int, default=3)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=1)
     m = sub.add_parser("matrix", help="expert-by-task accuracy on the first N test rows")
@@ -100,7 +103,14 @@ def main(argv: list[str] | None = None) -> None:
     m.add_argument("--threads", type=int, default=1)
     m.add_argument("--out", default="zoo_matrix.json")
     args = p.parse_args(argv)
-    {"data": cmd_data, "train": cmd_train, "matrix": cmd_matrix}[args.stage](args)
+    from tutti.errors import TuttiError
+
+    try:
+        {"data": cmd_data, "train": cmd_train, "matrix": cmd_matrix}[args.stage](args)
+    except TuttiError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":

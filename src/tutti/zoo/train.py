@@ -41,10 +41,10 @@ class ExpertTrainConfig(BaseModel):
     r: int = 8
     alpha: int = 16
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-    steps: int = 40
+    steps: int = 20
     batch_size: int = 4
     lr: float = 2e-3
-    warmup: int = 4
+    warmup: int = 3
     seed: int = 0
     max_length: int = 128
 
