@@ -74,8 +74,10 @@ def test_vote_errors(stub) -> None:
         Vote([stub("m", "x")], VoteOptions(extract="numbr"))
     with pytest.raises(ValueError, match=r"temperature > 0"):
         VoteOptions(samples=3)
-    with pytest.raises(TuttiError, match="n=1"):
-        Vote([stub("m", "x")], VoteOptions()).generate(["q"], params=SamplingParams(n=2))
+    # n > 1 reruns the vote with shifted member seeds
+    m = stub("m", lambda p, i: "a")
+    two = Vote([m], VoteOptions(samples=2, temperature=0.5)).generate(["q"], params=SamplingParams(n=2))
+    assert [o.text for o in two[0]] == ["a", "a"] and m.generate_calls == 2
     with pytest.raises(TuttiError, match="score_member"):
         Vote([stub("m", "x")], VoteOptions()).loglikelihood([("q", " a")])
     v = Vote([stub("m", "x")], VoteOptions(score_member=0))

@@ -134,21 +134,25 @@ class PostHoc(ABC):
         self.name = name
         self.score_member = score_member
         self.cache = cache if cache is not None else ProposalCache()
+        self._seed_offset = 0
 
     @abstractmethod
     def _answer(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[tuple[str, dict[str, Any]]]:
         """One (text, info) per prompt; info holds at least the :func:`cost` of the answer."""
 
     def generate(self, prompts: Sequence[Prompt], *, params: SamplingParams) -> list[list[GenerationOutput]]:
-        """One aggregated answer per prompt (``n`` must be 1)."""
-        if params.n != 1:
-            raise TuttiError(f"strategy {self.strategy!r} returns one answer per prompt; use n=1")
+        """One aggregated answer per prompt; with ``n > 1`` the whole strategy runs ``n`` times, the members'
+        sampling seed shifted by the run index (so a nested vote can be sampled by a consistency scorer)."""
         if not prompts:
             return []
-        out = []
-        for text, info in self._answer(prompts, params):
-            cut, _ = cut_at_stop(text, params.stop)
-            out.append([GenerationOutput(text=cut, finish_reason="stop", info={"strategy": self.strategy, **info})])
+        out: list[list[GenerationOutput]] = [[] for _ in prompts]
+        one = SamplingParams(**{**params.__dict__, "n": 1})
+        for k in range(params.n):
+            self._seed_offset = k
+            for row, (text, info) in zip(out, self._answer(prompts, one), strict=True):
+                cut, _ = cut_at_stop(text, params.stop)
+                row.append(GenerationOutput(text=cut, finish_reason="stop", info={"strategy": self.strategy, **info}))
+        self._seed_offset = 0
         return out
 
     def stream(self, prompt: Prompt, *, params: SamplingParams) -> Iterator[StreamChunk]:
@@ -174,7 +178,8 @@ class PostHoc(ABC):
         return self._scorer().loglikelihood(requests)
 
 
-def proposer_params(opts: Any, params: SamplingParams) -> SamplingParams:
+def proposer_params(opts: Any, params: SamplingParams, seed_offset: int = 0) -> SamplingParams:
     """Member decoding settings: the strategy's sampling options, the caller's length and stop strings."""
     return SamplingParams(max_new_tokens=opts.max_new_tokens or params.max_new_tokens,
-                          temperature=opts.temperature, top_p=opts.top_p, seed=opts.seed, stop=params.stop)
+                          temperature=opts.temperature, top_p=opts.top_p, seed=opts.seed + seed_offset,
+                          stop=params.stop)

@@ -45,7 +45,7 @@ class Debate(PostHoc):
 
     def _answer(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[tuple[str, dict[str, Any]]]:
         o = self.options
-        p = proposer_params(o, params)
+        p = proposer_params(o, params, self._seed_offset)
         current = propose(self.members, prompts, p, samples=o.samples, cache=self.cache)
         spent = [list(r) for r in current]
         for _ in range(o.rounds):

@@ -61,7 +61,7 @@ class Fusion(PostHoc):
     def references(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Candidate]]:
         """Every proposer layer; returns, per prompt, all candidates generated (last layer last)."""
         o = self.options
-        p = proposer_params(o, params)
+        p = proposer_params(o, params, self._seed_offset)
         layer = propose(self.proposers, prompts, p, samples=o.samples, cache=self.cache)
         spent = [list(r) for r in layer]
         for _ in range(o.layers - 1):

@@ -98,7 +98,7 @@ class PairRank(PostHoc):
 
     def _answer(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[tuple[str, dict[str, Any]]]:
         o = self.options
-        cands = propose(self.members, prompts, proposer_params(o, params), samples=o.samples, cache=self.cache)
+        cands = propose(self.members, prompts, proposer_params(o, params, self._seed_offset), samples=o.samples, cache=self.cache)
         out = []
         for prompt, row in zip(prompts, cands, strict=True):
             best, info = self._rank_one(last_user_text(prompt), row)

@@ -40,7 +40,7 @@ class Vote(PostHoc):
 
     def _answer(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[tuple[str, dict[str, Any]]]:
         o = self.options
-        cands = propose(self.members, prompts, proposer_params(o, params), samples=o.samples, cache=self.cache)
+        cands = propose(self.members, prompts, proposer_params(o, params, self._seed_offset), samples=o.samples, cache=self.cache)
         out = []
         for row in cands:
             keys = [self.extract(c.text) for c in row]

@@ -69,6 +69,8 @@ class CompositeConfig(BaseModel):
             (``(1+beta) log pE - beta log pA``, 0.5 in the paper).
         num_draft_tokens: ``speculative``: tokens the draft proposes per target call.
         dtype: dtype of loaded member models (fp32 on CPU).
+        options: settings of strategies registered outside ``tutti.collab`` (router, cascade, vote, mbr, rank,
+            fusion, debate), validated by those strategies.
         chat: apply each member's chat template to chat prompts (members without one get plain text).
     """
 
@@ -84,6 +86,7 @@ class CompositeConfig(BaseModel):
     beta: float | None = None
     num_draft_tokens: int = Field(4, ge=1, le=64)
     dtype: str = "float32"
+    options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("members")
     @classmethod
