@@ -66,12 +66,22 @@ def train_lora(base: Path, task: Path, digits: set[int], out: Path, *, steps: in
     return out
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread (and much faster than two threads on a shared, busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def swarm_setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """Base model, digit task, and three LoRA experts (digits 0-4, 5-9, and a weak one on all)."""
     from tutti.testing import make_tiny_llama
 
-    torch.set_num_threads(2)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("swarm")
     base = make_tiny_llama(root / "base", seed=0, tie_word_embeddings=False)
     task = make_task(root / "task")
@@ -80,4 +90,5 @@ def swarm_setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         train_lora(base, task, {5, 6, 7, 8, 9}, root / "e_high", steps=60, seed=2),
         train_lora(base, task, set(range(10)), root / "e_all", steps=4, seed=3),
     ]
+    torch.set_num_threads(n)
     return {"base": base, "task": task, "experts": experts, "root": root}
