@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from tutti.collab.combiners import Combiner, Gated, PerplexityWeighted
-from tutti.collab.engine import decode, open_sessions, output_text, stream_deltas
+from tutti.collab.engine import decode, open_member_session, open_sessions, output_text, stream_deltas
 from tutti.errors import TuttiError
 from tutti.models.interface import (
     GenerationOutput,
@@ -51,10 +51,40 @@ class TokenComposite:
         self.prompt_nll = _needs_prompt_nll(combiner)
         self._lock = threading.Lock()
 
+    # ------------------------------------------------------------------ nesting (align: shared only)
+    @property
+    def nestable(self) -> bool:
+        """Whether this composite can be a token-level member of another (its space is a tokenizer's)."""
+        return type(self.aligner).__name__ == "SharedAligner"
+
     @property
     def tokenizer(self) -> Any:
-        """The shared tokenizer (``align: shared`` only), so a token-level composite can nest in another."""
+        """The shared tokenizer (``align: shared``), so a token-level composite can nest in another."""
         return self.models[0].tokenizer
+
+    @property
+    def eos_token_ids(self) -> tuple[int, ...]:
+        """EOS ids of every member."""
+        return tuple(sorted(set().union(*(set(m.eos_token_ids) for m in self.models))))
+
+    def render(self, prompt: Prompt) -> str:
+        """The first member's rendering of a prompt."""
+        return self.models[0].render(prompt)
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        """The first member's token ids of a prompt (all members share the tokenizer when nested)."""
+        return self.models[0].encode(prompt)
+
+    def split_continuation(self, context: Prompt, continuation: str) -> tuple[list[int], list[int]]:
+        """The first member's split of context and continuation tokens."""
+        return self.models[0].split_continuation(context, continuation)
+
+    def open_session(self, prompt_ids: Sequence[list[int]], *, prompt_nll: bool = False) -> CompositeSession:
+        """A decoding session over token ids, so this composite can be a member of another."""
+        if not self.nestable:
+            raise TuttiError(f"composite {self.name!r} uses align: {type(self.aligner).__name__}; only composites "
+                             "with align: shared can be token-level members of another composite")
+        return CompositeSession(self, prompt_ids)
 
     @property
     def vocab_size(self) -> int:
@@ -168,3 +198,41 @@ class TokenComposite:
                     total[r] += float(step.logprobs[r, c])
                     greedy[r] = greedy[r] and int(step.logprobs[r].argmax()) == c
         return [LoglikelihoodResult(total[r], greedy[r], len(forced[r])) for r in range(len(requests))]
+
+
+class CompositeSession:
+    """A nested shared-vocabulary composite seen as one member: its members' sessions, combined."""
+
+    def __init__(self, comp: TokenComposite, prompt_ids: Sequence[list[int]]) -> None:
+        self.comp = comp
+        self.inner = [open_member_session(m, prompt_ids, prompt_nll=comp.prompt_nll) for m in comp.models]
+        self.state: dict[str, Any] = {}
+        if comp.prompt_nll:
+            counts = torch.tensor([max(len(p) - 1, 1) for p in prompt_ids], dtype=torch.float32)
+            self.state["prompt_nll"] = torch.stack([s.prompt_nll_sum / counts for s in self.inner], dim=1)
+        self.prompt_nll_sum = self.inner[0].prompt_nll_sum
+        self.prompt_len = self.inner[0].prompt_len
+        self._last: torch.Tensor | None = None
+
+    @property
+    def forward_calls(self) -> int:
+        """Forward passes of all nested members."""
+        return sum(s.forward_calls for s in self.inner)
+
+    def generated(self, row: int) -> list[int]:
+        """Tokens of ``row`` after its prompt."""
+        return self.inner[0].generated(row)
+
+    def logprobs(self) -> torch.Tensor:
+        """The nested composite's combined next-token log-probabilities."""
+        if self._last is None:
+            members = self.comp.aligner.to_common([s.logprobs() for s in self.inner])
+            empty = torch.zeros((members[0].shape[0], 0), dtype=torch.long)
+            self._last = self.comp.combiner(empty, members, self.state)
+        return self._last
+
+    def step(self, new: Sequence[list[int]], drop: Sequence[int] | None = None) -> None:
+        """Feed the same tokens to every nested member."""
+        for s in self.inner:
+            s.step(new, drop)
+        self._last = None

@@ -47,6 +47,13 @@ class LoopState:
     sessions: list[MemberSession]
 
 
+def open_member_session(model: Any, prompt_ids: Sequence[list[int]], *, prompt_nll: bool = False) -> Any:
+    """A session for one member: its own (a nested composite) or a KV-cached :class:`MemberSession`."""
+    if hasattr(model, "open_session"):
+        return model.open_session(prompt_ids, prompt_nll=prompt_nll)
+    return MemberSession(model, prompt_ids, prompt_nll=prompt_nll)
+
+
 def open_sessions(models: Sequence[Any], prompts: Sequence[Prompt], *, prompt_nll: bool = False
                   ) -> tuple[list[MemberSession], torch.Tensor | None, list[int]]:
     """Prefill one session per member; returns the sessions, the ``(batch, n)`` prompt NLL per byte (when
@@ -54,7 +61,7 @@ def open_sessions(models: Sequence[Any], prompts: Sequence[Prompt], *, prompt_nl
     sessions, nll = [], []
     for m in models:
         encoded = [m.encode(p) for p in prompts]
-        s = MemberSession(m, encoded, prompt_nll=prompt_nll)
+        s = open_member_session(m, encoded, prompt_nll=prompt_nll)
         sessions.append(s)
         if prompt_nll:
             nbytes = torch.tensor([max(len(m.render(p).encode()), 1) for p in prompts], dtype=torch.float32)

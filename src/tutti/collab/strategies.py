@@ -18,11 +18,10 @@ from tutti.errors import ConfigError, TuttiError
 
 def _token_members(cfg: CompositeConfig, members: Sequence[Any]) -> list[Any]:
     for m in members:
-        if not hasattr(m, "module"):
+        if not hasattr(m, "module") and not getattr(m, "nestable", False):
             raise TuttiError(
-                f"member {getattr(m, 'name', m)!r} of a {cfg.strategy} composite must be a model or a merge: "
-                "nesting a composite token by token is not supported yet (nest it in a speculative composite "
-                "as the target, or serve it on its own)"
+                f"member {getattr(m, 'name', m)!r} of a {cfg.strategy} composite must be a model, a merge, or a "
+                "token-level composite with align: shared (nesting works token by token through one vocabulary)"
             )
     return list(members)
 
