@@ -146,3 +146,17 @@ def test_a_bad_prompt_does_not_fail_its_batch(tiny, make_server) -> None:
             t.join()
         assert out["bad"] == 400
         assert out["ok"].choices[0].text == tiny.generate(["hello"], params=SamplingParams(max_new_tokens=4))[0][0].text
+
+
+def test_bounded_load_no_failures(tiny, make_server) -> None:
+    """Fixed clients x fixed seconds on loopback: every request succeeds, batches form, the queue drains."""
+    from tutti.server.loadtest import run_load
+
+    with make_server({"tiny": tiny}, max_batch_size=4) as srv:
+        res = run_load(srv.url, "tiny", clients=4, seconds=3.0, max_tokens=8)
+        assert res.failures == []
+        assert res.requests >= 4 and all(0 < t <= 8 for t in res.completion_tokens)
+        assert res.percentile(50) <= res.percentile(95) <= max(res.latencies)
+        assert srv.server.workers["tiny"].depth == 0
+        text = httpx.get(srv.url[:-3] + "/metrics").text
+        assert f'tutti_requests_total{{endpoint="/v1/chat/completions",status="200"}} {res.requests}' in text
