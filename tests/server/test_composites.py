@@ -78,3 +78,20 @@ def test_remote_member_gives_the_in_process_members_output(strategy, remote, tin
         c = openai.OpenAI(base_url=srv.url, api_key="-", max_retries=0, timeout=120)
         got = c.chat.completions.create(model="mixed", messages=CHAT, max_tokens=10, temperature=0)
     assert got.choices[0].message.content == expected
+
+
+def test_strategy_in_the_model_name(tiny, repeater, make_server) -> None:
+    """``ensemble:tiny+rep`` builds a composite of served models on first use (optillm / RouteLLM style)."""
+    from tutti.collab import load
+
+    ref = load({"strategy": "ensemble", "members": ["tiny", "rep"]}, members=[tiny, repeater])
+    expected = ref.generate([CHAT], params=SamplingParams(max_new_tokens=8))[0][0].text
+    with make_server({"tiny": tiny, "rep": repeater}) as srv:
+        c = openai.OpenAI(base_url=srv.url, api_key="-", max_retries=0, timeout=120)
+        got = c.chat.completions.create(model="ensemble:tiny+rep", messages=CHAT, max_tokens=8, temperature=0)
+        assert got.choices[0].message.content == expected
+        assert got.model == "ensemble:tiny+rep"
+        with pytest.raises(openai.BadRequestError, match="ensemble"):
+            c.chat.completions.create(model="ensembel:tiny+rep", messages=CHAT, max_tokens=2)
+        with pytest.raises(openai.NotFoundError):
+            c.chat.completions.create(model="ensemble:tiny+nope", messages=CHAT, max_tokens=2)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -73,12 +74,15 @@ class Server:
         self.max_n = max_n
         self.created = int(time.time())
         self.metrics = server_metrics(lambda: {k: w.depth for k, w in self.workers.items()})
+        self._worker_kw = {"queue_size": queue_size, "batch_wait_s": batch_wait_ms / 1000,
+                           "default_max_tokens": default_max_tokens}
+        self._max_batch_size = max_batch_size
         self.workers = {
-            k: ModelWorker(k, metrics=self.metrics, queue_size=queue_size,
-                           max_batch_size=(batch_sizes or {}).get(k, max_batch_size),
-                           batch_wait_s=batch_wait_ms / 1000, default_max_tokens=default_max_tokens)
+            k: ModelWorker(k, metrics=self.metrics, max_batch_size=(batch_sizes or {}).get(k, max_batch_size),
+                           **self._worker_kw)  # type: ignore[arg-type]
             for k in self.models
         }
+        self._lock = threading.Lock()
         self.rebuilders = dict(rebuilders or {})
         self._overridden: dict[tuple[str, str], Model] = {}
 
@@ -96,9 +100,31 @@ class Server:
         if not given or not hmac.compare_digest(given.encode(), self.api_key.encode()):
             raise APIError(401, "missing or wrong API key; send 'Authorization: Bearer <key>'", code="invalid_api_key")
 
+    def _named_composite(self, model_id: str) -> bool:
+        """Build ``STRATEGY:ID+ID...`` over served models on first use (e.g. ``ensemble:smol+gemma``)."""
+        strategy, _, rest = model_id.partition(":")
+        ids = rest.split("+") if rest else []
+        if not strategy or not ids or any(i not in self.models for i in ids):
+            return False
+        try:
+            from tutti.server.runner import composite_of
+        except ImportError:
+            return False
+        with self._lock:
+            if model_id not in self.models:
+                try:
+                    model = composite_of(strategy, [self.models[i] for i in ids], ids, name=model_id)
+                except TuttiError as e:
+                    raise APIError(400, f"model {model_id!r}: {e}", param="model") from None
+                self.workers[model_id] = ModelWorker(model_id, metrics=self.metrics,
+                                                     max_batch_size=self._max_batch_size,
+                                                     **self._worker_kw)  # type: ignore[arg-type]
+                self.models[model_id] = model
+        return True
+
     def model_for(self, model_id: str, collab: dict[str, Any] | None) -> Model:
         """The served model, or a composite rebuilt with the request's strategy overrides (cached)."""
-        if model_id not in self.models:
+        if model_id not in self.models and not self._named_composite(model_id):
             from difflib import get_close_matches
 
             near = get_close_matches(model_id, list(self.models), n=1)

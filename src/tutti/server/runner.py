@@ -54,11 +54,7 @@ def load_composite(spec: str | dict[str, Any], *, name: str) -> tuple[Model, Reb
         from tutti.config.composite import load_composite_config, parse_composite
     except ImportError:
         raise TuttiError(f"model {name!r}: composites need tutti.collab, which this install lacks") from None
-    import importlib.util
-
-    for mod in ("tutti.aggregate.strategies", "tutti.routing.strategies"):  # strategies registered elsewhere
-        if importlib.util.find_spec(mod) is not None:
-            importlib.import_module(mod)
+    _register_strategies()
     if isinstance(spec, str):
         cfg = load_composite_config(spec)
         base: Path | None = Path(spec).parent
@@ -74,6 +70,24 @@ def load_composite(spec: str | dict[str, Any], *, name: str) -> tuple[Model, Reb
         return load(parse_composite(_deep_merge(data, overrides), source="collab override"), members=members)
 
     return model, rebuild
+
+
+def composite_of(strategy: str, members: list[Model], ids: list[str], *, name: str) -> Model:
+    """A composite of already-loaded served models (for model names like ``ensemble:a+b``)."""
+    try:
+        from tutti.collab import load
+    except ImportError:
+        raise TuttiError("composites need tutti.collab, which this install lacks") from None
+    _register_strategies()
+    return load({"strategy": strategy, "members": ids, "name": name}, members=members)
+
+
+def _register_strategies() -> None:
+    import importlib.util
+
+    for mod in ("tutti.aggregate.strategies", "tutti.routing.strategies"):  # strategies registered elsewhere
+        if importlib.util.find_spec(mod) is not None:
+            importlib.import_module(mod)
 
 
 def build_server(config: ServeConfig, *, models: Mapping[str, Model] | None = None) -> Server:
