@@ -200,12 +200,20 @@ def test_fisher_merge_end_to_end(tiny_model_dirs: list[Path], dataset: Path, tmp
 
     monkeypatch.setenv("TUTTI_HOME", str(tmp_path / "home"))
     cfg = _config(tiny_model_dirs[:2], "fisher", dataset, max_new_tokens=4)
-    cfg["models"][1]["parameters"] = {"weight": 2.0}  # per-model weights live under each model (mergekit)
+    own = tmp_path / "own.jsonl"  # model 2 gets its own data, as in the paper (one task per model)
+    own.write_text(json.dumps(ROWS[0]) + "\n")
+    # per-model values live under each model's parameters (mergekit)
+    cfg["models"][1]["parameters"] = {"weight": 2.0, "dataset": str(own)}
     out = merge(cfg, tmp_path / "out")
     merged = load_file(out / "model.safetensors")
     ins = [load_file(m / "model.safetensors") for m in tiny_model_dirs[:2]]
     fis = [load_file(next((tmp_path / "home" / "merge-stats").glob(f"fisher-{m.name}-*"))) for m in
            tiny_model_dirs[:2]]
+    from safetensors import safe_open
+
+    used = [safe_open(str(next((tmp_path / "home" / "merge-stats").glob(f"fisher-{m.name}-*"))), "pt").metadata()
+            for m in tiny_model_dirs[:2]]
+    assert [u["dataset"] for u in used] == [str(dataset), str(own)]
     for name in ("model.layers.0.mlp.gate_proj.weight", "model.norm.weight", "model.embed_tokens.weight"):
         want = fisher_merge([s[name] for s in ins], [f[name] for f in fis], [1.0, 2.0])
         torch.testing.assert_close(merged[name], want, atol=1e-6, rtol=1e-6)

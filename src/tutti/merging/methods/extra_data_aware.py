@@ -1,7 +1,8 @@
 """Registered data-aware merge methods: ``fisher`` and ``regmean``.
 
-Both take ``dataset:`` (a JSONL file of prompts, see :mod:`tutti.merging.data_aware.data`), run it through
-every input model once (statistics cached on disk, see :mod:`tutti.merging.data_aware.collect`), then merge
+Both take ``dataset:`` (a JSONL file of prompts, see :mod:`tutti.merging.data_aware.data`; one file for every
+model, or each model's own task data under its ``parameters:``, as the papers do), run it through every input
+model once (statistics cached on disk, see :mod:`tutti.merging.data_aware.collect`), then merge
 each tensor in closed form (:mod:`tutti.merging.data_aware.maths`). Neither needs a base model; a configured
 ``base_model`` is one more input. They need to know which model folder each input tensor comes from
 (``TensorContext.sources``), so they run through ``tutti merge`` / :func:`tutti.merging.merge`; for in-memory
@@ -22,7 +23,8 @@ from tutti.merging.data_aware.maths import fisher_merge, regmean_merge, weighted
 _MEMO: dict[tuple[str, str, str, StatsSettings], StatsFile] = {}
 
 
-def _stats(kind: Kind, ctx: TensorContext, n: int, dataset: str, settings: StatsSettings) -> list[Tensor | None]:
+def _stats(kind: Kind, ctx: TensorContext, n: int, datasets: list[str], settings: StatsSettings
+           ) -> list[Tensor | None]:
     if len(ctx.sources) != n:
         raise TuttiError(f"merge_method {kind!r} needs the model folder of every input; run it with 'tutti merge' "
                          f"(in memory, call tutti.merging.data_aware.{kind}_merge with your own statistics)")
@@ -31,7 +33,7 @@ def _stats(kind: Kind, ctx: TensorContext, n: int, dataset: str, settings: Stats
         if value < 1:
             raise ConfigError(f"{kind}: {name} must be >= 1, got {value}")
     out = []
-    for folder, tensor_name in ctx.sources:
+    for (folder, tensor_name), dataset in zip(ctx.sources, datasets, strict=True):
         key = (kind, str(Path(folder).resolve()), str(Path(dataset).expanduser().resolve()), settings)
         if key not in _MEMO:
             _MEMO[key] = statistics(kind, folder, Path(dataset).expanduser(), settings)
@@ -46,7 +48,7 @@ def _check_weights(weight: list[float], kind: str) -> None:
 
 @merge_method("fisher", pretty_name="Fisher merging", paper="https://arxiv.org/abs/2111.09832", mergekit=False,
               data="unlabeled (+ gradients)")
-def fisher(tensors: list[Tensor], *, ctx: TensorContext, dataset: str, weight: list[float] = 1.0,
+def fisher(tensors: list[Tensor], *, ctx: TensorContext, dataset: list[str], weight: list[float] = 1.0,
            fisher_floor: float = 1e-6, max_examples: int = 256, max_length: int = 256,
            max_new_tokens: int = 32) -> Tensor:
     """Fisher merging: per-entry average weighted by each model's diagonal Fisher on ``dataset``."""
@@ -63,7 +65,7 @@ def fisher(tensors: list[Tensor], *, ctx: TensorContext, dataset: str, weight: l
 
 @merge_method("regmean", pretty_name="RegMean", paper="https://arxiv.org/abs/2212.09849", mergekit=False,
               data="unlabeled")
-def regmean(tensors: list[Tensor], *, ctx: TensorContext, dataset: str, weight: list[float] = 1.0,
+def regmean(tensors: list[Tensor], *, ctx: TensorContext, dataset: list[str], weight: list[float] = 1.0,
             alpha: float = 0.95, max_examples: int = 256, max_length: int = 256, batch_size: int = 8) -> Tensor:
     """RegMean: closed-form least-squares merge of every linear layer from its input Grams; other tensors are
     averaged."""
