@@ -57,24 +57,49 @@ def cmd_matrix(args: argparse.Namespace) -> None:
 
     from tutti.models.hf import HFModel
     from tutti.zoo.evaluate import expert_task_matrix
-    from tutti.zoo.tasks import TASKS, expert_path, load_task, trained_tasks
+    from tutti.zoo.tasks import EXPERTS_ROOT, TASKS, expert_path, load_task, trained_tasks
 
     torch.set_num_threads(args.threads)
     model = HFModel.load(args.base, batch_size=args.batch_size)
-    experts: dict[str, Path | None] = {"base": None}
     names = args.expert or ["base", *trained_tasks()]
+    experts: dict[str, Path | None] = {}
     for e in names:
-        if e != "base":
-            experts[e] = expert_path(e)
-    if "base" not in names:
-        experts.pop("base")
+        # with --wait, experts still training are picked up when the matrix reaches their row
+        experts[e] = None if e == "base" else (EXPERTS_ROOT / e if args.wait else expert_path(e))
     tasks = {t: load_task(t, "test")[: args.n] for t in (args.task or TASKS.names())}
     t0 = time.perf_counter()
-    result = expert_task_matrix(model, experts, tasks, on_cell=lambda e, t, a: print(
-        f"{e:>16} on {t:<22} {a:.3f} ({time.perf_counter() - t0:.0f}s)", flush=True))
+    result: dict[str, dict[str, float]] = {}
+    for name, path in experts.items():
+        while args.wait and path is not None and not (path / "training.json").is_file():
+            time.sleep(20)  # the expert's training run has not finished yet
+        result.update(expert_task_matrix(model, {name: path}, tasks, on_cell=lambda e, t, a: print(
+            f"{e:>16} on {t:<22} {a:.3f} ({time.perf_counter() - t0:.0f}s)", flush=True)))
     out = Path(args.out)
-    out.write_text(json.dumps({"n_per_task": args.n, "split": "test", "accuracy": result}, indent=1) + "\n")
+    command = "python scripts/build_zoo.py " + " ".join(sys.argv[1:])
+    out.write_text(json.dumps({"n_per_task": args.n, "split": "test", "metric": "greedy exact match",
+                               "command": command, "seconds": round(time.perf_counter() - t0),
+                               "accuracy": result}, indent=1) + "\n")
     print(f"wrote {out}", flush=True)
+    if args.doc:
+        write_matrix_doc(out, Path(args.doc))
+
+
+def write_matrix_doc(matrix_json: Path, doc: Path) -> None:
+    """Render the matrix JSON as the ``zoo-matrix`` section of ``doc`` (the command and machine included)."""
+    from tutti.recipes.report import machine_line, md_table, write_section
+
+    data = json.loads(matrix_json.read_text())
+    acc = data["accuracy"]
+    tasks = list(next(iter(acc.values())))
+    rows = []
+    for expert, cells in acc.items():
+        rows.append([f"**{expert}**", *(f"{100 * cells[t]:.0f}" for t in tasks)])
+    best = ["best expert", *(max((e for e in acc if e != "base"), key=lambda e, t=t: acc[e][t]) for t in tasks)]
+    md = (f"Accuracy (%) of each expert (rows) on the first {data['n_per_task']} test examples of each task "
+          f"(columns), {data['metric']}, {data['seconds']} s.\n\nCommand: `{data['command']}`  \n"
+          f"Machine: {machine_line()}\n\n" + md_table(["expert \\ task", *tasks], [*rows, best]))
+    write_section(doc, "zoo-matrix", md)
+    print(f"wrote the matrix into {doc}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--n", type=int, default=24)
     m.add_argument("--batch-size", type=int, default=8)
     m.add_argument("--threads", type=int, default=1)
-    m.add_argument("--out", default="zoo_matrix.json")
+    m.add_argument("--wait", action="store_true", help="wait for experts whose training has not finished")
+    m.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "src/tutti/zoo/experts/matrix.json"))
+    m.add_argument("--doc", default=str(Path(__file__).resolve().parents[1] / "docs/zoo.md"),
+                   help="markdown file whose zoo-matrix section gets the table ('' to skip)")
     args = p.parse_args(argv)
     from tutti.errors import TuttiError
 

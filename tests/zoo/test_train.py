@@ -98,3 +98,23 @@ def test_build_script_data_stage(tmp_path: Path) -> None:
     for split in ("train", "dev", "test"):
         assert (tmp_path / "logic" / f"{split}.jsonl").read_bytes() == task_path("logic", split).read_bytes()
     assert mod.main(["data", "--task", "logik", "--root", str(tmp_path)]) == 2
+
+
+def test_matrix_doc_rendering(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_zoo", Path(__file__).parents[2] / "scripts" / "build_zoo.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    data = {"n_per_task": 4, "metric": "greedy exact match", "command": "python scripts/build_zoo.py matrix",
+            "seconds": 1, "accuracy": {"base": {"logic": 0.25, "weekday": 0.0},
+                                        "logic": {"logic": 1.0, "weekday": 0.25},
+                                        "weekday": {"logic": 0.5, "weekday": 0.75}}}
+    (tmp_path / "m.json").write_text(json.dumps(data))
+    doc = tmp_path / "zoo.md"
+    doc.write_text("# Zoo\n\n<!-- tutti:zoo-matrix:start -->\nold\n<!-- tutti:zoo-matrix:end -->\n\ntail\n")
+    mod.write_matrix_doc(tmp_path / "m.json", doc)
+    text = doc.read_text()
+    assert "old" not in text and text.endswith("tail\n")
+    assert "| **base** | 25 | 0 |" in text and "| **logic** | 100 | 25 |" in text
+    assert "| best expert | logic | weekday |" in text and "`python scripts/build_zoo.py matrix`" in text
