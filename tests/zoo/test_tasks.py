@@ -32,6 +32,11 @@ def test_catalogue_shape() -> None:
         assert len(skills) >= 2 and set(skills) <= set(trained_tasks())
     groups = task_groups()
     assert len(groups) >= 3 and all(len(v) == 3 for v in groups.values())
+    from tutti.zoo import SUGGESTED_TARGETS
+
+    single = SUGGESTED_TARGETS["single"]
+    assert len(single) >= 4 and set(single) <= set(ALL) and set(mixed_tasks()) <= set(single)
+    assert set(SUGGESTED_TARGETS["multi_task"]) <= set(groups)
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -9,6 +9,7 @@ from tutti.zoo import generators as _generators  # registers the tasks
 from tutti.zoo.metrics import exact_match, normalize_answer
 from tutti.zoo.tasks import (
     SPLITS,
+    SUGGESTED_TARGETS,
     TASKS,
     build_task,
     expert_path,
@@ -23,6 +24,7 @@ del _generators
 
 __all__ = [
     "SPLITS",
+    "SUGGESTED_TARGETS",
     "TASKS",
     "build_task",
     "exact_match",

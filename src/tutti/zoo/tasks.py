@@ -198,6 +198,14 @@ def mixed_tasks() -> list[str]:
     return [e.name for e in TASKS.entries() if not e.obj.trained]
 
 
+#: Targets for the swarm results table, as in the paper's settings: single tasks (three of them mixed-skill,
+#: with no expert trained on them) and multi-task domains (the mean over one group of three tasks).
+SUGGESTED_TARGETS: dict[str, tuple[str, ...]] = {
+    "single": ("unit_word_problems", "compare_conversions", "weekday_word_problems", "logic", "sentiment"),
+    "multi_task": ("numeracy", "reasoning", "language"),
+}
+
+
 def task_groups() -> dict[str, list[str]]:
     """Multi-task domains: group name -> its trained tasks (3 each)."""
     groups: dict[str, list[str]] = {}

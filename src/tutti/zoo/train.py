@@ -162,5 +162,7 @@ def _save_fp16(model: Any, out_dir: Path, base_name: str) -> None:
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in get_peft_model_state_dict(model).items()}
     config = json.loads(json.dumps(model.peft_config["default"].to_dict(), default=list))
     config["base_model_name_or_path"] = base_name
+    if isinstance(config.get("target_modules"), list):  # peft keeps a set: fix the order for stable bytes
+        config["target_modules"] = sorted(config["target_modules"])
     config["inference_mode"] = True
     save_lora(LoraAdapter(config, state), out_dir)
