@@ -84,7 +84,7 @@ class _Tok:
 def test_shared_aligner_refuses_different_tokenizers(tok) -> None:
     from tutti.testing import tiny_tokenizer
 
-    with pytest.raises(TuttiError, match="identical tokenizers.*union"):
+    with pytest.raises(TuttiError, match=r"identical tokenizers.*union"):
         SharedAligner([_Tok(tok, "a", 384), _Tok(tiny_tokenizer(320), "b", 320)], vocab_sizes=[384, 320])
 
 

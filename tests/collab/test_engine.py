@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from collab_stubs import stub_model, table_from
 
-from tests.collab.conftest import stub_model, table_from
 from tutti.collab.aligners import SharedAligner, UnionAligner
 from tutti.collab.combiners import Contrastive, Mean, Proxy
 from tutti.collab.composite import TokenComposite

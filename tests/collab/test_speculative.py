@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 import torch
+from collab_stubs import stub_model, table_from
 
-from tests.collab.conftest import stub_model, table_from
 from tutti.collab.speculative import SpeculativeModel, accept_reject
 from tutti.models.interface import SamplingParams
 
