@@ -102,3 +102,14 @@ def test_state_dict_api_is_pure_and_checks_keys() -> None:
         merge_state_dicts("ties", sds, base=base, weight=1.0, densty=0.5)
     with pytest.raises(TuttiError, match=r"shapes differ \(\[32, 16\] vs \[16\]\)"):
         merge_tensors("linear", [x, y[0]], weight=1.0)
+
+
+def test_sampled_kth_selection_is_exact_with_ties() -> None:
+    from tutti.merging.sparsify import kth_smallest, rank_band_mask
+
+    w = torch.rand(4_300_000, generator=torch.Generator().manual_seed(0))
+    w[:5000] = 0.25  # a block of exact ties straddling the answer
+    for k in (1, 7, 1_075_000, 2_150_000, 4_299_990, 4_300_000):
+        assert kth_smallest(w, k) == torch.kthvalue(w, k).values
+    for lo, hi in ((0, 1_075_000), (1_074_000, 1_077_000), (2_000_000, 4_300_000)):
+        assert int(rank_band_mask(w, lo, hi).sum()) == hi - lo

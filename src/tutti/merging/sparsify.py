@@ -28,6 +28,34 @@ def rescale_l1(delta: Tensor, masked: Tensor, eps: float = 1e-7) -> Tensor:
     return masked * (before / after)
 
 
+_SAMPLE = 1 << 20
+
+
+def kth_smallest(w: Tensor, k: int) -> Tensor:
+    """The ``k``-th smallest value (1-based) of flat ``w``, exactly, in O(n).
+
+    Large tensors use a sample to bracket the answer, then an exact ``kthvalue`` on the few candidates inside the
+    bracket (falling back to a full ``kthvalue`` if the bracket misses); the result never depends on the sample.
+    """
+    n = w.numel()
+    if n <= 4 * _SAMPLE:
+        return torch.kthvalue(w, k).values
+    g = torch.Generator(device="cpu").manual_seed(n ^ k)
+    sample = w[torch.randint(n, (_SAMPLE,), generator=g).to(w.device)]
+    q = k / n
+    margin = 6 * (q * (1 - q) / _SAMPLE) ** 0.5 + 2 / _SAMPLE
+    lo_i = max(1, int((q - margin) * _SAMPLE))
+    hi_i = min(_SAMPLE, int((q + margin) * _SAMPLE) + 1)
+    lo_v = torch.kthvalue(sample, lo_i).values if q - margin > 0 else torch.tensor(float("-inf"), dtype=w.dtype)
+    hi_v = torch.kthvalue(sample, hi_i).values if q + margin < 1 else torch.tensor(float("inf"), dtype=w.dtype)
+    below = int((w < lo_v).sum())
+    cand = w[(w >= lo_v) & (w <= hi_v)]
+    r = k - below
+    if 1 <= r <= cand.numel():
+        return torch.kthvalue(cand, r).values
+    return torch.kthvalue(w, k).values
+
+
 def _ties_at(w: Tensor, value: Tensor, lo: int, hi: int) -> Tensor:
     """Indices of elements equal to ``value`` whose ascending rank (ties by index) lies in ``[lo, hi)``."""
     below = int((w < value).sum())
@@ -40,15 +68,21 @@ def rank_band_mask(w: Tensor, lo: int, hi: int) -> Tensor:
     """Boolean mask of the elements of flat ``w`` whose ascending rank is in ``[lo, hi)`` (O(n), exact count)."""
     n = w.numel()
     lo, hi = max(lo, 0), min(hi, n)
-    mask = torch.zeros(n, dtype=torch.bool, device=w.device)
     if hi <= lo:
-        return mask
-    t_lo = torch.kthvalue(w, lo + 1).values
-    t_hi = torch.kthvalue(w, hi).values
-    mask |= (w > t_lo) & (w < t_hi)
-    mask[_ties_at(w, t_lo, lo, hi)] = True
-    if t_hi != t_lo:
-        mask[_ties_at(w, t_hi, lo, hi)] = True
+        return torch.zeros(n, dtype=torch.bool, device=w.device)
+    if lo == 0 and hi == n:
+        return torch.ones(n, dtype=torch.bool, device=w.device)
+    t_lo = kth_smallest(w, lo + 1) if lo > 0 else None
+    t_hi = kth_smallest(w, hi) if hi < n else None
+    if t_lo is None:
+        mask = w < t_hi
+    elif t_hi is None:
+        mask = w > t_lo
+    else:
+        mask = (w > t_lo) & (w < t_hi)
+    for t in (t_lo, t_hi):
+        if t is not None and (t is t_lo or t_lo is None or bool(t != t_lo)):
+            mask[_ties_at(w, t, lo, hi)] = True
     return mask
 
 

@@ -38,29 +38,39 @@ def combine_task_vectors(
     normalize: bool,
     lambda_: float,
     sign_on: str = "weighted",
+    block_elems: int = 1 << 22,
 ) -> Tensor:
-    """Steps 3-5 above on already sparsified task vectors ``deltas`` (each shaped like ``base``)."""
+    """Steps 3-5 above on already sparsified task vectors ``deltas`` (each shaped like ``base``).
+
+    Element-wise, so it runs over blocks of ``block_elems`` entries to keep its temporaries small.
+    """
     if not deltas:
         return base.clone()
-    stacked = torch.stack(deltas)  # (n, *shape)
-    w = torch.tensor(weights, dtype=stacked.dtype, device=stacked.device).reshape(-1, *([1] * base.dim()))
-    weighted = stacked * w
-    if consensus:
-        voters = weighted if sign_on == "weighted" else stacked
-        elected = torch.where(voters.sum(dim=0) >= 0, 1.0, -1.0).to(stacked.dtype)
-        mask = (weighted.sign() == elected).to(stacked.dtype)  # zero entries never agree
-        merged = (weighted * mask).sum(dim=0)
-        divisor = (w * mask).sum(dim=0)
-        divisor = torch.where(divisor == 0, torch.ones_like(divisor), divisor)
-    else:
-        merged = weighted.sum(dim=0)
-        divisor = w.sum(dim=0)
-        divisor = torch.where(divisor.abs() < 1e-8, torch.ones_like(divisor), divisor)
-    if normalize:
-        merged = merged / divisor
-    if lambda_ != 1:
-        merged = merged * lambda_
-    return (base + merged).to(base.dtype)
+    flat_base = base.reshape(-1)
+    flat = [d.reshape(-1) for d in deltas]
+    out = torch.empty_like(flat_base)
+    w = torch.tensor(weights, dtype=flat[0].dtype, device=base.device).reshape(-1, 1)  # (n, 1)
+    for start in range(0, flat_base.numel(), block_elems):
+        sl = slice(start, start + block_elems)
+        stacked = torch.stack([d[sl] for d in flat])  # (n, block)
+        weighted = stacked * w
+        if consensus:
+            voters = weighted if sign_on == "weighted" else stacked
+            elected = torch.where(voters.sum(dim=0) >= 0, 1.0, -1.0).to(stacked.dtype)
+            mask = (weighted.sign() == elected).to(stacked.dtype)  # zero entries never agree
+            merged = (weighted * mask).sum(dim=0)
+            divisor = (w * mask).sum(dim=0)
+            divisor = torch.where(divisor == 0, torch.ones_like(divisor), divisor)
+        else:
+            merged = weighted.sum(dim=0)
+            divisor = w.sum(dim=0).expand_as(merged)
+            divisor = torch.where(divisor.abs() < 1e-8, torch.ones_like(divisor), divisor)
+        if normalize:
+            merged = merged / divisor
+        if lambda_ != 1:
+            merged = merged * lambda_
+        out[sl] = (flat_base[sl] + merged).to(base.dtype)
+    return out.reshape(base.shape)
 
 
 def _deltas(tensors: list[Tensor], base: Tensor, prune: Sparsifier | None) -> list[Tensor]:

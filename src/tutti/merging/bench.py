@@ -1,0 +1,220 @@
+"""``tutti bench merge``: the same YAMLs through ``mergekit-yaml`` and ``tutti merge``, interleaved.
+
+Recipe (setup -> run -> report):
+
+1. setup: case ``a`` is the real SmolLM2-135M-Instruct plus two perturbed copies (base + 1 % relative Gaussian
+   noise, fine-tune-sized task vectors); case ``b`` is three random LLaMA checkpoints of ~1.1B parameters in fp32
+   (TinyLlama shapes), written tensor by tensor.
+2. run: for every repeat and method, both CLIs run as users run them (fresh processes, alternating which goes
+   first); wall time and the child's own peak RSS (``wait4``) are recorded. Case ``b`` also measures the I/O
+   floor: one process that reads every input tensor once and writes an output of the same size.
+3. report: medians, ratios against mergekit and the targets, written to ``docs/benchmarks.md`` (section
+   ``merge``) with the exact command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+METHOD_PARAMS: dict[str, tuple[dict[str, Any], dict[str, Any], bool]] = {
+    # method: (global parameters, per-model parameters, base given)
+    "linear": ({}, {"weight": 0.5}, False),
+    "slerp": ({"t": 0.4}, {}, True),
+    "nuslerp": ({}, {"weight": 0.5}, False),
+    "multislerp": ({}, {"weight": 0.5}, False),
+    "karcher": ({}, {}, False),
+    "task_arithmetic": ({}, {"weight": 0.5}, True),
+    "ties": ({}, {"weight": 0.5, "density": 0.5}, True),
+    "dare_ties": ({}, {"weight": 0.5, "density": 0.5}, True),
+    "dare_linear": ({}, {"weight": 0.5, "density": 0.5}, True),
+    "breadcrumbs": ({}, {"weight": 0.5, "density": 0.5}, True),
+    "breadcrumbs_ties": ({}, {"weight": 0.5, "density": 0.5}, True),
+    "della": ({}, {"weight": 0.5, "density": 0.5, "epsilon": 0.1}, True),
+    "della_linear": ({}, {"weight": 0.5, "density": 0.5, "epsilon": 0.1}, True),
+    "sce": ({"select_topk": 0.5}, {}, True),
+    "ram": ({}, {}, True),
+    "ramplus_tl": ({}, {}, True),
+    "model_stock": ({}, {}, True),
+    "nearswap": ({"t": 0.001}, {}, True),
+    "arcee_fusion": ({}, {}, True),
+    "passthrough": ({}, {}, False),
+}
+STRICT = ("ties", "dare_ties", "breadcrumbs", "della")  # target <= 0.2x
+
+
+def method_config(method: str, base: Path, experts: list[Path]) -> dict[str, Any]:
+    """The mergekit YAML (as a dict) the benchmark uses for ``method``."""
+    glob, per, with_base = METHOD_PARAMS[method]
+    if method == "passthrough":
+        return {"merge_method": method, "dtype": "float32", "models": [{"model": str(experts[0])}]}
+    if method in ("slerp", "nearswap", "arcee_fusion"):
+        experts = experts[:1]
+    if method == "nuslerp":
+        with_base = False
+    models = [{"model": str(e), **({"parameters": dict(per)} if per else {})} for e in experts]
+    cfg: dict[str, Any] = {"merge_method": method, "dtype": "float32", "models": models}
+    if with_base:
+        cfg["base_model"] = str(base)
+        if method in ("slerp", "nearswap", "arcee_fusion"):
+            cfg["models"] = [{"model": str(base)}, *models]
+    if glob:
+        cfg["parameters"] = dict(glob)
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------- setup
+def perturbed_copy(src: Path, dst: Path, *, seed: int, rel: float = 0.01) -> Path:
+    """``src`` plus Gaussian noise of ``rel`` times each tensor's std, written tensor by tensor."""
+    import torch
+
+    from tutti.merging.stream_writer import StreamingWriter
+    from tutti.models.checkpoint import Checkpoint
+    from tutti.models.writer import SIDE_FILES
+
+    if (dst / "config.json").is_file():
+        return dst
+    ck = Checkpoint(src)
+    names = ck.keys()
+    w = StreamingWriter(dst, [(n, getattr(torch, ck.info(n).dtype), tuple(ck.info(n).shape)) for n in names],
+                        max_shard_bytes=5 * 1024**3)
+    g = torch.Generator().manual_seed(seed)
+    for n in names:
+        t = ck.get(n)
+        noise = torch.randn(t.shape, generator=g, dtype=torch.float32)
+        w.write(n, (t.float() + rel * float(t.float().std()) * noise).to(t.dtype) if t.numel() > 1 else t)
+    w.copy_files(src, SIDE_FILES)
+    return w.finish()
+
+
+def random_llama(dst: Path, *, seed: int, base: Path | None = None) -> Path:
+    """A ~1.1B-parameter fp32 LLaMA (TinyLlama shapes); with ``base``, base + 1 % noise (a fake fine-tune)."""
+    import torch
+
+    from tutti.merging.stream_writer import StreamingWriter
+
+    if (dst / "config.json").is_file():
+        return dst
+    if base is not None:
+        return perturbed_copy(base, dst, seed=seed)
+    h, inter, layers, vocab, kv = 2048, 5632, 22, 32000, 256
+    shapes: list[tuple[str, tuple[int, ...]]] = [("model.embed_tokens.weight", (vocab, h))]
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        shapes += [(p + "input_layernorm.weight", (h,)), (p + "post_attention_layernorm.weight", (h,)),
+                   (p + "self_attn.q_proj.weight", (h, h)), (p + "self_attn.k_proj.weight", (kv, h)),
+                   (p + "self_attn.v_proj.weight", (kv, h)), (p + "self_attn.o_proj.weight", (h, h)),
+                   (p + "mlp.gate_proj.weight", (inter, h)), (p + "mlp.up_proj.weight", (inter, h)),
+                   (p + "mlp.down_proj.weight", (h, inter))]
+    shapes += [("model.norm.weight", (h,)), ("lm_head.weight", (vocab, h))]
+    w = StreamingWriter(dst, [(n, torch.float32, s) for n, s in shapes], max_shard_bytes=2 * 1024**3)
+    g = torch.Generator().manual_seed(seed)
+    for n, s in shapes:
+        w.write(n, torch.ones(s) if len(s) == 1 else torch.randn(s, generator=g) * 0.02)
+    cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": h,
+           "intermediate_size": inter, "num_hidden_layers": layers, "num_attention_heads": 32,
+           "num_key_value_heads": 4, "vocab_size": vocab, "max_position_embeddings": 2048, "rms_norm_eps": 1e-5,
+           "tie_word_embeddings": False, "hidden_act": "silu", "dtype": "float32"}
+    w.write_text("config.json", json.dumps(cfg, indent=2))
+    return w.finish()
+
+
+# ---------------------------------------------------------------------------------------------- run
+def run_child(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
+    """Run ``cmd``; return (wall seconds, the child's own peak RSS in bytes). Raises on failure."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {err[-2000:]}")
+    return wall, usage.ru_maxrss * 1024
+
+
+FLOOR_SCRIPT = """
+import sys, torch
+from tutti.models.checkpoint import Checkpoint
+from tutti.merging.stream_writer import StreamingWriter
+cks = [Checkpoint(p) for p in sys.argv[2:]]
+names = cks[0].keys()
+w = StreamingWriter(sys.argv[1], [(n, torch.float32, tuple(cks[0].info(n).shape)) for n in names],
+                    max_shard_bytes=5 * 1024**3)
+for n in names:
+    ts = [c.get(n).clone() for c in cks]
+    w.write(n, ts[0])
+w.finish()
+"""
+
+
+def bench_case(name: str, base: Path, experts: list[Path], methods: list[str], repeats: int, work: Path,
+               log: Callable[[str], None], floor: bool) -> dict[str, Any]:
+    """Run every method through both tools ``repeats`` times, interleaved; return raw measurements."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0"}
+    bin_dir = Path(sys.executable).parent
+    tools = {"mergekit": [str(bin_dir / "mergekit-yaml"), "--random-seed", "0"],
+             "tutti": [str(bin_dir / "tutti"), "merge", "--random-seed", "0", "--no-progress"]}
+    results: dict[str, Any] = {m: {t: [] for t in tools} for m in methods}
+    floors: list[float] = []
+    for rep in range(repeats):
+        if floor:
+            out = work / "floor_out"
+            wall, _ = run_child([sys.executable, "-c", FLOOR_SCRIPT, str(out), str(base), *map(str, experts)], env)
+            floors.append(wall)
+            shutil.rmtree(out, ignore_errors=True)
+            log(f"[{name}] rep {rep + 1}: I/O floor {wall:.1f}s")
+        for m in methods:
+            cfg = work / f"{m}.yaml"
+            cfg.write_text(yaml.safe_dump(method_config(m, base, experts), sort_keys=False))
+            order = list(tools) if rep % 2 == 0 else list(reversed(tools))
+            for tool in order:
+                out = work / f"out_{tool}"
+                shutil.rmtree(out, ignore_errors=True)
+                wall, rss = run_child([*tools[tool], str(cfg), str(out)], env)
+                results[m][tool].append((wall, rss))
+                shutil.rmtree(out, ignore_errors=True)
+                log(f"[{name}] rep {rep + 1} {m:17s} {tool:8s} {wall:7.1f}s  {rss / 2**30:.2f} GiB")
+    return {"results": results, "floor": floors}
+
+
+# ---------------------------------------------------------------------------------------------- report
+def report(name: str, title: str, raw: dict[str, Any], *, rss_cap: int | None = None) -> str:
+    """A markdown table of medians and ratios (tutti / mergekit) with target checks."""
+    from tutti.recipes.report import md_table
+
+    rows = []
+    floor = statistics.median(raw["floor"]) if raw["floor"] else None
+    for m, by_tool in raw["results"].items():
+        mk_t = statistics.median(w for w, _ in by_tool["mergekit"])
+        tu_t = statistics.median(w for w, _ in by_tool["tutti"])
+        mk_r = statistics.median(r for _, r in by_tool["mergekit"])
+        tu_r = statistics.median(r for _, r in by_tool["tutti"])
+        target = 0.2 if m in STRICT else 0.5
+        ok = [tu_t / mk_t <= target, tu_r <= mk_r]
+        if rss_cap is not None:
+            ok.append(tu_r <= rss_cap)
+        if floor is not None:
+            ok.append(tu_t <= 2 * floor)
+        row = [m, f"{mk_t:.1f}", f"{tu_t:.1f}", f"{tu_t / mk_t:.2f} (≤{target})", f"{mk_r / 2**30:.2f}",
+               f"{tu_r / 2**30:.2f}", f"{tu_r / mk_r:.2f}"]
+        if floor is not None:
+            row.append(f"{tu_t / floor:.2f}")
+        rows.append([*row, "yes" if all(ok) else "**no**"])
+    header = ["method", "mergekit s", "tutti s", "time ratio (target)", "mergekit GiB", "tutti GiB", "RSS ratio"]
+    if floor is not None:
+        header.append("tutti / I/O floor")
+    text = f"#### {title}\n\n" + md_table([*header, "targets met"], rows) + "\n"
+    if floor is not None:
+        text += f"\nI/O floor (read the three inputs once, write one output): median {floor:.1f} s.\n"
+    return text
