@@ -160,3 +160,24 @@ def test_bounded_load_no_failures(tiny, make_server) -> None:
         assert srv.server.workers["tiny"].depth == 0
         text = httpx.get(srv.url[:-3] + "/metrics").text
         assert f'tutti_requests_total{{endpoint="/v1/chat/completions",status="200"}} {res.requests}' in text
+
+
+def test_a_failing_model_call_does_not_kill_the_worker(tiny, make_server) -> None:
+    from tutti.errors import TuttiError
+
+    class StreamRefuses:  # a real model whose stream refuses before returning an iterator
+        def __init__(self, inner):
+            self.inner, self.name = inner, inner.name
+
+        def __getattr__(self, attr):
+            return getattr(self.inner, attr)
+
+        def stream(self, prompt, *, params):
+            raise TuttiError("this model cannot stream")
+
+    with make_server({"tiny": StreamRefuses(tiny)}) as srv:
+        c = openai.OpenAI(base_url=srv.url, api_key="-", max_retries=0, timeout=60)
+        with pytest.raises(openai.BadRequestError, match="cannot stream"):
+            c.chat.completions.create(model="tiny", messages=CHAT, max_tokens=2, stream=True)
+        ok = c.chat.completions.create(model="tiny", messages=CHAT, max_tokens=2, temperature=0)
+        assert ok.usage.completion_tokens == 2

@@ -245,17 +245,22 @@ class ModelWorker:
 
     def _loop(self) -> None:
         while (job := self._take()) is not None:
-            if not self._ready(job):
-                continue
-            batch = self._companions(job)
-            now = time.monotonic()
-            for j in batch:
-                self.metrics.observe("queue_wait_seconds", now - j.enqueued, model=self.model_id)
-            if job.stream:
-                self._run_stream(job)
-            else:
-                self.metrics.observe("batch_size", len(batch), model=self.model_id)
-                self._run_batch(batch)
+            batch = [job]
+            try:
+                if not self._ready(job):
+                    continue
+                batch = self._companions(job)
+                now = time.monotonic()
+                for j in batch:
+                    self.metrics.observe("queue_wait_seconds", now - j.enqueued, model=self.model_id)
+                if job.stream:
+                    self._run_stream(job)
+                else:
+                    self.metrics.observe("batch_size", len(batch), model=self.model_id)
+                    self._run_batch(batch)
+            except Exception as e:  # never let the worker thread die: fail the jobs at hand instead
+                for j in batch:
+                    j.deliver(e)
 
     def _run_batch(self, batch: list[Job]) -> None:
         params = batch[0].params
@@ -286,10 +291,11 @@ class ModelWorker:
 
     def _run_stream(self, job: Job) -> None:
         assert job.params is not None
-        gen = job.model.stream(job.prompt, params=job.params)
         tokens = 0
         self.metrics.inc("prompt_tokens_total", job.prompt_tokens, model=self.model_id)
+        gen = iter(())
         try:
+            gen = iter(job.model.stream(job.prompt, params=job.params))
             for chunk in gen:
                 if chunk.token_id is not None and chunk.finish_reason is None:
                     tokens += 1
@@ -303,5 +309,6 @@ class ModelWorker:
         except Exception as e:
             job.deliver(e)
         finally:
-            gen.close()  # stops the model's decoding loop when we leave early
+            if hasattr(gen, "close"):
+                gen.close()  # stops the model's decoding loop when we leave early
             self.metrics.inc("completion_tokens_total", tokens, model=self.model_id)
