@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
         dry_run: bool = typer.Option(False, "--dry-run", help="Check the config and print the plan (tensors, "
                                      "bytes read/written, estimated peak memory); write nothing."),
         threads: int = typer.Option(None, "--threads", "-j", help="Torch compute threads."),
-        max_memory: str = typer.Option("2G", "--max-memory", help="Budget for tensors in flight (read-ahead, "
+        max_memory: str = typer.Option("1G", "--max-memory", help="Budget for tensors in flight (read-ahead, "
                                        "compute, write queue)."),
         unsafe_truncate: bool = typer.Option(False, "--unsafe-truncate-embeddings", help="Cut embeddings of "
                                              "different vocab sizes to their common rows instead of failing."),

@@ -12,11 +12,15 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -43,14 +47,47 @@ class ExecOptions:
 
     device: str = "cpu"
     seed: int = 0
-    max_memory: int = 2 * 1024**3
+    max_memory: int = 1024**3
     read_threads: int = 4
     block_bytes: int = 64 * 1024**2
 
 
+_ST_TO_TORCH = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64,
+                "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+                "BOOL": torch.bool}
+_HEADERS: dict[str, tuple[int, dict[str, Any]]] = {}
+_HEADERS_LOCK = threading.Lock()
+
+
+def read_safetensors_tensor(file: Path, name: str) -> Tensor:
+    """Read one tensor with ``pread`` into fresh memory (not a memory map, so it leaves the RSS when dropped)."""
+    key = str(file)
+    with _HEADERS_LOCK:
+        if key not in _HEADERS:
+            with open(file, "rb") as f:
+                n = int.from_bytes(f.read(8), "little")
+                _HEADERS[key] = (8 + n, json.loads(f.read(n)))
+        start, header = _HEADERS[key]
+    spec = header[name]
+    begin, end = spec["data_offsets"]
+    buf = torch.empty(end - begin, dtype=torch.uint8)
+    fd = os.open(file, os.O_RDONLY)
+    try:
+        view, done = memoryview(buf.numpy()), 0
+        while done < end - begin:
+            got = os.preadv(fd, [view[done:]], start + begin + done)
+            if got <= 0:
+                raise CheckpointError(f"{file}: truncated while reading {name!r}")
+            done += got
+    finally:
+        os.close(fd)
+    return buf.view(_ST_TO_TORCH[spec["dtype"]]).reshape(spec["shape"])
+
+
 def load_input(src: ModelSource, name: str, dtype: torch.dtype | None, truncate: tuple[int, ...] | None) -> Tensor:
     """Read one input tensor: LoRA delta added, cast to ``dtype``, cut to ``truncate``, checked to be finite."""
-    t = src.ckpt.get(name)
+    file = src.ckpt.info(name).file
+    t = read_safetensors_tensor(file, name) if str(file).endswith(".safetensors") else src.ckpt.get(name)
     pair = src.lora_pairs.get(name)
     if pair is not None:
         fifo = bool(src.lora.config.get("fan_in_fan_out", False))

@@ -20,7 +20,7 @@ from tutti.config.merge import MergeConfig, load_merge_config
 from tutti.errors import ConfigError
 from tutti.merging.plan import MergePlan, make_plan
 
-DEFAULT_MAX_MEMORY = "2G"
+DEFAULT_MAX_MEMORY = "1G"
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ def merge(
         random_seed: global seed of the seed contract for randomised methods (default 0).
         allow_pickle: read ``pytorch_model*.bin`` inputs (unpickling can run code).
         threads: torch compute threads (default: torch's choice).
-        max_memory: budget for tensors in flight (read-ahead, compute, write queue), e.g. ``"2G"``.
+        max_memory: budget for tensors in flight (read-ahead, compute, write queue), e.g. ``"1G"``.
         unsafe_truncate_embeddings: cut vocab-sized tensors of different sizes to their common rows (mergekit's
             old silent behaviour) instead of failing.
         write_model_card: write ``README.md`` and ``mergekit_config.yml``.
