@@ -171,6 +171,8 @@ class TokenComposite:
         with self._lock:
             sessions, nll, _ = open_sessions(self.models, prompts, prompt_nll=self.prompt_nll)
             state: dict[str, Any] = {"prompt_nll": nll} if nll is not None else {}
+            if hasattr(self.aligner, "attach"):
+                self.aligner.attach(sessions)
             members = self.aligner.to_common([s.logprobs() for s in sessions])
             empty = torch.zeros((len(prompts), 0), dtype=torch.long)
             return self.combiner(empty, members, state).cpu()

@@ -93,6 +93,8 @@ def decode(
         state: the combiner state dict to fill (a new one by default).
     """
     sessions, nll, plen = open_sessions(models, prompts, prompt_nll=prompt_nll)
+    if hasattr(aligner, "attach"):  # aligners with per-row state (bytes) start from the prefilled sessions
+        aligner.attach(sessions)
     batch = len(prompts)
     cstate: dict[str, Any] = state if state is not None else {}
     if nll is not None:
