@@ -69,19 +69,20 @@ def cmd_matrix(args: argparse.Namespace) -> None:
     tasks = {t: load_task(t, "test")[: args.n] for t in (args.task or TASKS.names())}
     t0 = time.perf_counter()
     result: dict[str, dict[str, float]] = {}
+    out = Path(args.out)
+    command = "python scripts/build_zoo.py " + " ".join(sys.argv[1:])
     for name, path in experts.items():
         while args.wait and path is not None and not (path / "training.json").is_file():
             time.sleep(20)  # the expert's training run has not finished yet
         result.update(expert_task_matrix(model, {name: path}, tasks, on_cell=lambda e, t, a: print(
             f"{e:>16} on {t:<22} {a:.3f} ({time.perf_counter() - t0:.0f}s)", flush=True)))
-    out = Path(args.out)
-    command = "python scripts/build_zoo.py " + " ".join(sys.argv[1:])
-    out.write_text(json.dumps({"n_per_task": args.n, "split": "test", "metric": "greedy exact match",
-                               "command": command, "seconds": round(time.perf_counter() - t0),
-                               "accuracy": result}, indent=1) + "\n")
+        # written after every row, so an interrupted run keeps what it measured
+        out.write_text(json.dumps({"n_per_task": args.n, "split": "test", "metric": "greedy exact match",
+                                   "command": command, "seconds": round(time.perf_counter() - t0),
+                                   "accuracy": result}, indent=1) + "\n")
+        if args.doc:
+            write_matrix_doc(out, Path(args.doc))
     print(f"wrote {out}", flush=True)
-    if args.doc:
-        write_matrix_doc(out, Path(args.doc))
 
 
 def write_matrix_doc(matrix_json: Path, doc: Path) -> None:
