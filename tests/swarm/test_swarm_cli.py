@@ -83,3 +83,13 @@ def test_sigkill_then_resume_equals_uninterrupted(swarm_setup, tmp_path, capsys)
     assert sa["best_dev"] == sb["best_dev"] and sa["best_test"] == sb["best_test"]
     wa = (killed / "best/adapter_model.safetensors").read_bytes()
     assert wa == (clean / "best/adapter_model.safetensors").read_bytes()
+
+
+def test_cli_baseline(swarm_setup, tmp_path, capsys):
+    cfg = write_config(swarm_setup, tmp_path / "s.yaml")
+    code, out, _ = run_cli(["swarm", str(cfg), "--baseline", "uniform_soup", "--out", str(tmp_path / "soup"), "-q"],
+                           capsys)
+    assert code == 0 and out.startswith("uniform_soup: dev") and "test" in out
+    assert json.loads((tmp_path / "soup/baseline.json").read_text())["representation"] == "lora_factors"
+    code, _, err = run_cli(["swarm", str(cfg), "--baseline", "tie", "--out", str(tmp_path / "x")], capsys)
+    assert code == 2 and "Did you mean 'ties'" in err

@@ -10,19 +10,17 @@ from tutti.errors import TuttiError
 
 HELP = """Adapt a pool of experts to a utility function by Model Swarms search (arXiv 2410.11163).
 
+Writes RUN_DIR/best (PEFT adapter or HF checkpoint), log.jsonl, utility.png and summary.json (dev and test
+apart). The search never reads the test split unless --allow-test-set-in-search is given. See docs/swarm.md.
+
+\b
 Examples:
-
-  tutti swarm search.yaml --out runs/s1            # search; writes runs/s1/best, log.jsonl, utility.png
-
-  tutti swarm search.yaml seed=3 n_particles=10 --out runs/s2   # key=value overrides
-
-  tutti swarm --resume runs/s1                     # continue a stopped or killed run exactly
-
+  tutti swarm search.yaml --out runs/s1
+  tutti swarm search.yaml seed=3 n_particles=10 --out runs/s2
+  tutti swarm --resume runs/s1
   tutti swarm search.yaml --ray local --workers 2 --out runs/s3
-
-  tutti swarm search.yaml --baseline ties --out runs/ties   # a baseline with the same inputs and utility
-
-The search never reads the test split unless --allow-test-set-in-search is given.
+  tutti swarm search.yaml --baseline ties --out runs/ties
+  tutti swarm --list-utilities
 """
 
 
