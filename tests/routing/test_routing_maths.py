@@ -40,7 +40,7 @@ def test_knn_exact() -> None:
 def test_learned_routers_beat_best_single_and_random(name: str) -> None:
     xtr, ytr = clusters(600, 0)
     xte, yte = clusters(600, 1)
-    r = build_router(name, seed=0, **({} if name == "knn" else {"steps": 100})).fit(xtr, ytr)
+    r = build_router(name, seed=0, **({} if name == "knn" else {"steps": 60, "lr": 0.05})).fit(xtr, ytr)
     pred = r.predict(xte)
     assert pred.shape == (600, 3) and float(pred.min()) >= 0 and float(pred.max()) <= 1
     acc = float(yte[torch.arange(600), choose(pred)].mean())
@@ -61,7 +61,7 @@ def test_router_registry_errors() -> None:
 @pytest.fixture(scope="module")
 def logistic_router():
     xtr, ytr = clusters(600, 0)
-    return build_router("logistic", seed=0, steps=100).fit(xtr, ytr)
+    return build_router("logistic", seed=0, steps=60, lr=0.05).fit(xtr, ytr)
 
 
 @pytest.mark.parametrize("target", [(0.5, 0.3, 0.2), (0.1, 0.1, 0.8), (0.34, 0.33, 0.33)])

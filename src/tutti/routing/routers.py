@@ -70,19 +70,28 @@ class KNNRouter:
 
 
 class _Trained:
-    """Full-batch AdamW training loop shared by the parametric routers."""
+    """Full-batch AdamW training loop shared by the parametric routers (seeded, deterministic)."""
 
     def __init__(self, *, steps: int = 200, lr: float = 2e-2, weight_decay: float = 1e-3, seed: int = 0) -> None:
         self.steps, self.lr, self.weight_decay, self.seed = steps, lr, weight_decay, seed
 
     def _train(self, net: torch.nn.Module, loss_fn: Any) -> None:
-        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        # plain AdamW with decoupled weight decay, written out: constructing torch.optim optimisers pulls in
+        # the compiler stack on first use (tens of seconds on a busy CPU) for a few hundred tiny steps
+        params = [p for p in net.parameters() if p.requires_grad]
+        m = [torch.zeros_like(p) for p in params]
+        v = [torch.zeros_like(p) for p in params]
+        b1, b2, eps = 0.9, 0.999, 1e-8
         with torch.enable_grad():
-            for _ in range(self.steps):
-                opt.zero_grad()
-                loss = loss_fn()
-                loss.backward()
-                opt.step()
+            for t in range(1, self.steps + 1):
+                grads = torch.autograd.grad(loss_fn(), params)
+                with torch.no_grad():
+                    for p, g, mi, vi in zip(params, grads, m, v, strict=True):
+                        mi.mul_(b1).add_(g, alpha=1 - b1)
+                        vi.mul_(b2).addcmul_(g, g, value=1 - b2)
+                        p.mul_(1 - self.lr * self.weight_decay)
+                        step = self.lr * (1 - b2**t) ** 0.5 / (1 - b1**t)
+                        p.addcdiv_(mi, vi.sqrt().add_(eps), value=-step)
         net.eval()
 
 
