@@ -123,3 +123,11 @@ def test_bad_values_are_config_errors() -> None:
         get_method("consensus_task_arithmetic")([x], x, k=-1)
     with pytest.raises(ConfigError, match="lambda"):
         get_method("pcb")([x], x, **{"lambda": "big"})
+
+
+@pytest.mark.parametrize("name", ["consensus_task_arithmetic", "consensus_ties", "pcb"])
+def test_permuting_the_experts_does_not_change_the_merge(name: str) -> None:
+    base = torch.randn(8, 6, generator=torch.Generator().manual_seed(20))
+    experts = [base + torch.randn(8, 6, generator=torch.Generator().manual_seed(21 + i)) for i in range(3)]
+    m = get_method(name)
+    torch.testing.assert_close(m(experts, base), m(experts[::-1], base), atol=1e-6, rtol=1e-6)
