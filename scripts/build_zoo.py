@@ -4,7 +4,8 @@
     python scripts/build_zoo.py data                          # every task's JSONL splits (seed 0), ~5 s
     python scripts/build_zoo.py train                         # one LoRA expert per trained task
     python scripts/build_zoo.py train --task arithmetic --task logic
-    python scripts/build_zoo.py matrix --n 24                 # expert x task greedy accuracy -> JSON
+    python scripts/build_zoo.py matrix --n 24                 # expert x task greedy accuracy -> JSON + doc
+    python scripts/build_zoo.py report a.json b.json          # merge matrix runs that split the rows
 
 Everything runs on CPU with one thread per process (faster than two on a shared 2-core machine); run two
 ``train`` processes with disjoint ``--task`` lists to use both cores.
@@ -85,6 +86,25 @@ def cmd_matrix(args: argparse.Namespace) -> None:
     print(f"wrote {out}", flush=True)
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    """Merge matrix JSONs from parallel ``matrix`` runs (rows split between processes) and render the doc."""
+    merged: dict = {"accuracy": {}, "commands": [], "seconds": 0}
+    for part in args.parts:
+        data = json.loads(Path(part).read_text())
+        for key in ("n_per_task", "split", "metric"):
+            if merged.setdefault(key, data[key]) != data[key]:
+                raise SystemExit(f"{part}: {key} {data[key]!r} differs from {merged[key]!r}")
+        merged["accuracy"].update(data["accuracy"])
+        merged["commands"].append(data.get("command", ""))
+        merged["seconds"] = max(merged["seconds"], data["seconds"])
+    merged["command"] = " ; ".join(c for c in merged.pop("commands") if c)
+    out = Path(args.out)
+    out.write_text(json.dumps(merged, indent=1) + "\n")
+    print(f"wrote {out}", flush=True)
+    if args.doc:
+        write_matrix_doc(out, Path(args.doc))
+
+
 def write_matrix_doc(matrix_json: Path, doc: Path) -> None:
     """Render the matrix JSON as the ``zoo-matrix`` section of ``doc`` (the command and machine included)."""
     from tutti.recipes.report import machine_line, md_table, write_section
@@ -131,11 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "src/tutti/zoo/experts/matrix.json"))
     m.add_argument("--doc", default=str(Path(__file__).resolve().parents[1] / "docs/zoo.md"),
                    help="markdown file whose zoo-matrix section gets the table ('' to skip)")
+    r = sub.add_parser("report", help="merge matrix JSONs of parallel runs and write the doc table")
+    r.add_argument("parts", nargs="+")
+    r.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "src/tutti/zoo/experts/matrix.json"))
+    r.add_argument("--doc", default=str(Path(__file__).resolve().parents[1] / "docs/zoo.md"))
     args = p.parse_args(argv)
     from tutti.errors import TuttiError
 
     try:
-        {"data": cmd_data, "train": cmd_train, "matrix": cmd_matrix}[args.stage](args)
+        {"data": cmd_data, "train": cmd_train, "matrix": cmd_matrix, "report": cmd_report}[args.stage](args)
     except TuttiError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
