@@ -65,6 +65,7 @@ def register(bench_app: typer.Typer) -> None:
         seconds: float = typer.Option(15.0, help="Seconds each arm is loaded per round."),
         rounds: int = typer.Option(3, help="Interleaved rounds (the median is reported)."),
         max_tokens: int = typer.Option(16, "--max-tokens", help="Tokens per answer."),
+        request_timeout: float = typer.Option(600.0, "--request-timeout", help="Client timeout per request (s)."),
         peer: bool = typer.Option(True, "--peer/--no-peer", help="Include `transformers serve` as the peer."),
         out: Path = typer.Option(Path("docs/benchmarks.md"), help="Markdown file to update."),
     ) -> None:
@@ -87,18 +88,21 @@ def register(bench_app: typer.Typer) -> None:
                 f"http://127.0.0.1:{port}/v1|{path}",
             )
         procs = {}
+        load_before = os.getloadavg()[0]
         try:
             for name, (cmd, target) in arms.items():
                 url, mid = target.split("|", 1)
                 procs[name] = _start(cmd, int(url.split(":")[2].split("/")[0]))
-                warm = run_load(url, mid, clients=1, seconds=0.1, max_tokens=max_tokens)  # loads lazy peers
+                warm = run_load(url, mid, clients=1, seconds=0.1, max_tokens=max_tokens,  # loads lazy peers
+                                timeout_s=request_timeout)
                 if warm.failures:
                     raise TuttiError(f"{name}: warm-up failed: {warm.failures[0]}")
             results: dict[str, list[dict[str, float]]] = {name: [] for name in arms}
             for r in range(rounds):
                 for name, (_, target) in arms.items():
                     url, mid = target.split("|", 1)
-                    res = run_load(url, mid, clients=clients, seconds=seconds, max_tokens=max_tokens)
+                    res = run_load(url, mid, clients=clients, seconds=seconds, max_tokens=max_tokens,
+                                   timeout_s=request_timeout)
                     if res.failures:
                         raise TuttiError(f"{name}: {len(res.failures)} failed requests, e.g. {res.failures[0]}")
                     results[name].append(res.summary())
@@ -126,7 +130,9 @@ def register(bench_app: typer.Typer) -> None:
             f"Machine: {machine_line()}  ",
             f"{clients} concurrent clients send greedy chat requests ({max_tokens} new tokens) for {seconds:g} s "
             f"per arm and round; {rounds} interleaved rounds, medians shown; each server is its own process on "
-            f"127.0.0.1 with `{model}` in fp32. Ratios are against {ref}. No request failed.",
+            f"127.0.0.1 with `{model}` in fp32. Ratios are against {ref}. No request failed. "
+            f"1-minute load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after the run "
+            f"(other jobs shared the {os.cpu_count()} cores: absolute figures are only comparable within this table).",
             "",
             md_table(["server", "requests (all rounds)", "failed", "req/s", "tokens/s", "p50 latency (s)",
                       "p95 latency (s)", f"tokens/s vs {ref.split(' (')[0]}", "p50 vs peer"], rows),
