@@ -176,9 +176,9 @@ def load_experts(kind: str, experts: tuple[str, ...] | list[str], base: str | No
         from tutti.models.checkpoint import Checkpoint
 
         cks = [Checkpoint(p) for p in paths]
-        names = sorted(n for n in cks[0].keys() if cks[0].info(n).dtype.is_floating_point)  # noqa: SIM118
+        names = sorted(n for n in cks[0].keys() if _is_float(cks[0].info(n).dtype))  # noqa: SIM118
         for p, c in zip(paths[1:], cks[1:], strict=True):
-            if sorted(n for n in c.keys() if c.info(n).dtype.is_floating_point) != names:  # noqa: SIM118
+            if sorted(n for n in c.keys() if _is_float(c.info(n).dtype)) != names:  # noqa: SIM118
                 raise TuttiError(f"expert {p} has other tensors than {paths[0]}; experts must share one architecture")
         varying = [n for n in names if any(not torch.equal(cks[0].get(n), c.get(n)) for c in cks[1:])]
         tensors = [{n: c.get(n) for n in varying} for c in cks]
@@ -229,3 +229,7 @@ def save_particle(rep: Representation, vec: torch.Tensor, out_dir: str | Path, *
         shutil.rmtree(out)
     os.replace(tmp, out)
     return out
+
+
+def _is_float(dtype: str) -> bool:
+    return dtype.startswith(("float", "bfloat"))
