@@ -40,6 +40,6 @@ def test_bytes_ensemble_across_tokenizers(smollm2, gemma) -> None:
     lp = ens.next_token_logprobs(["The capital of France is"])
     assert lp.shape == (1, 257) and float(lp.exp().sum()) == pytest.approx(1.0, abs=1e-4)
     assert int(lp.argmax()) == ord(" ")
-    out = ens.generate(["The capital of France is"], params=SamplingParams(max_new_tokens=6))[0][0]
-    assert out.text.startswith(" ") and len(out.text.encode()) <= 6
-    assert torch.isfinite(torch.tensor(ens.loglikelihood([("The capital of France is", " Paris")])[0].logprob))
+    out = ens.generate(["The capital of France is"], params=SamplingParams(max_new_tokens=3))[0][0]
+    assert out.text.startswith(" ") and len(out.text.encode()) <= 3
+    assert torch.isfinite(torch.tensor(ens.loglikelihood([("The capital of France is", " P")])[0].logprob))

@@ -112,3 +112,17 @@ def test_cli_errors_exit_2(models_dir: Path, capsys: pytest.CaptureFixture[str])
     msgs.write_text(json.dumps({"role": "user"}))
     assert run_cli(["generate", str(bad), "--messages", str(msgs)]) == 2
     assert "list of" in capsys.readouterr().err
+
+
+def test_every_shipped_example_config_validates() -> None:
+    from tutti.collab.aligners import ALIGNERS
+    from tutti.collab.combiners import COMBINERS
+    from tutti.collab.loader import STRATEGIES, register_builtins
+    from tutti.config.composite import load_composite_config
+
+    register_builtins()
+    examples = sorted((Path(__file__).parents[2] / "examples" / "composites").glob("*.yaml"))
+    assert len(examples) >= 5
+    for path in examples:
+        cfg = load_composite_config(path)
+        assert cfg.strategy in STRATEGIES and cfg.align in ALIGNERS and cfg.combine.method in COMBINERS

@@ -30,7 +30,8 @@ def register_builtins() -> None:
     """Import the modules that register the built-in strategies (idempotent)."""
     import importlib
 
-    for mod in ("tutti.collab.strategies", "tutti.collab.speculative", "tutti.aggregate.strategies", "tutti.routing.register"):
+    for mod in ("tutti.collab.strategies", "tutti.collab.speculative", "tutti.collab.bytes_align",
+                "tutti.aggregate.strategies", "tutti.routing.register"):
         importlib.import_module(mod)
 
 

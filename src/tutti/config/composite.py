@@ -71,7 +71,6 @@ class CompositeConfig(BaseModel):
         dtype: dtype of loaded member models (fp32 on CPU).
         options: settings of strategies registered outside ``tutti.collab`` (router, cascade, vote, mbr, rank,
             fusion, debate), validated by those strategies.
-        chat: apply each member's chat template to chat prompts (members without one get plain text).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
