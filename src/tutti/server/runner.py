@@ -54,7 +54,6 @@ def load_composite(spec: str | dict[str, Any], *, name: str) -> tuple[Model, Reb
         from tutti.config.composite import load_composite_config, parse_composite
     except ImportError:
         raise TuttiError(f"model {name!r}: composites need tutti.collab, which this install lacks") from None
-    _register_strategies()
     if isinstance(spec, str):
         cfg = load_composite_config(spec)
         base: Path | None = Path(spec).parent
@@ -78,16 +77,7 @@ def composite_of(strategy: str, members: list[Model], ids: list[str], *, name: s
         from tutti.collab import load
     except ImportError:
         raise TuttiError("composites need tutti.collab, which this install lacks") from None
-    _register_strategies()
     return load({"strategy": strategy, "members": ids, "name": name}, members=members)
-
-
-def _register_strategies() -> None:
-    import importlib.util
-
-    for mod in ("tutti.aggregate.strategies", "tutti.routing.strategies"):  # strategies registered elsewhere
-        if importlib.util.find_spec(mod) is not None:
-            importlib.import_module(mod)
 
 
 def build_server(config: ServeConfig, *, models: Mapping[str, Model] | None = None) -> Server:
