@@ -114,3 +114,18 @@ def test_sampled_kth_selection_is_exact_with_ties(monkeypatch: pytest.MonkeyPatc
         assert sp.kth_smallest(w, k) == torch.kthvalue(w, k).values
     for lo, hi in ((0, 25_000), (24_800, 25_300), (40_000, 100_000)):
         assert int(sp.rank_band_mask(w, lo, hi).sum()) == hi - lo
+
+
+def test_rank_band_equals_stable_sort_oracle(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tutti.merging.sparsify as sp
+
+    monkeypatch.setattr(sp, "_SAMPLE", 1 << 10)
+    g = torch.Generator().manual_seed(1)
+    for n in (10, 1000, 20_000):
+        w = torch.rand(n, generator=g)
+        w[: n // 10], w[n // 10: n // 5] = 0.3, 0.7  # two blocks of exact ties
+        order = torch.argsort(w, stable=True)  # ascending, ties by index: the documented rule
+        for lo, hi in ((0, n // 2), (n // 3, n), (n // 20, n // 4), (n // 10, n // 5), (n - 1, n), (0, 1)):
+            expected = torch.zeros(n, dtype=torch.bool)
+            expected[order[lo:hi]] = True
+            assert torch.equal(sp.rank_band_mask(w, lo, hi), expected), (n, lo, hi)
