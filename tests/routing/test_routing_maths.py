@@ -106,3 +106,12 @@ def test_random_router_apgr_about_half() -> None:
     pred = build_router("random", seed=1).fit(x, y).predict(x)
     rep = evaluate_router(pred, y, [0.0, 1.0], weak=0, strong=1)
     assert abs(rep.apgr - 0.5) < 0.1 and rep.random_apgr == 0.5
+
+
+@pytest.mark.parametrize("name", ["logistic", "mf"])
+def test_heads_train_on_inference_mode_features(name: str) -> None:
+    with torch.inference_mode():  # what featurizers may hand over
+        x = torch.randn(20, 4)
+    y = (x[:, :2] > 0).float()
+    pred = build_router(name, steps=5).fit(x, y).predict(x)
+    assert pred.shape == (20, 2)

@@ -100,6 +100,9 @@ def run(*, dev_limit: int, test_limit: int, tasks: str, out: Path) -> str:
     model_names, models = _load_models(names)
     dev_c, dev_conf = _score(models, dev)
     test_c, test_conf = _score(models, test)
+    cache = Path("runs") / "bench-collab"
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save({"dev": (dev_c, dev_conf), "test": (test_c, test_conf), "models": model_names}, cache / "scores.pt")
     experts = list(range(1, len(models)))
     feats = MiniLMFeatures()
     x_dev, x_test = feats.features([e.input for e in dev]), feats.features([e.input for e in test])

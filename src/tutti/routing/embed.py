@@ -38,7 +38,7 @@ class Embedder:
         """Embedding width."""
         return int(self.module.config.hidden_size)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: routers train heads on these features
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         """Unit-norm embeddings, ``(len(texts), dim)`` fp32; repeated texts are computed once."""
         if any(not isinstance(t, str) for t in texts):

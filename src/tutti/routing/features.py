@@ -55,7 +55,7 @@ class CausalLMFeatures:
         self.batch_size = batch_size
         self._cache: dict[str, torch.Tensor] = {}
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: routers train heads on these features
     def features(self, texts: Sequence[str]) -> torch.Tensor:
         """``(n, hidden)`` features."""
         tok, module = self.model.tokenizer, self.model.module

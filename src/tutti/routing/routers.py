@@ -116,7 +116,7 @@ class HeadRouter(_Trained):
         layers: list[torch.nn.Module] = ([torch.nn.Linear(d, self.hidden), torch.nn.GELU(),
                                           torch.nn.Linear(self.hidden, m)] if self.hidden else [torch.nn.Linear(d, m)])
         self.net = torch.nn.Sequential(*layers)
-        xf, y = x.float(), scores.float().clamp(0, 1)
+        xf, y = x.float().clone(), scores.float().clamp(0, 1)  # clone: features may be inference tensors
         self._train(self.net, lambda: torch.nn.functional.binary_cross_entropy_with_logits(self.net(xf), y))
         return self
 
@@ -168,7 +168,7 @@ class MFRouter(_Trained):
         if m < 2:
             raise TuttiError("the mf router needs at least two models")
         self.net = _MF(x.shape[1], m, self.dim)
-        xf, y = x.float(), scores.float()
+        xf, y = x.float().clone(), scores.float()
         a, b = torch.triu_indices(m, m, offset=1)
         diff = y[:, a] - y[:, b]  # (n, pairs)
         mask = diff != 0
