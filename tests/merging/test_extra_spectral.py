@@ -100,3 +100,27 @@ def test_bad_parameters_are_config_errors() -> None:
         get_method("iso_cts")([base], base, common_space_fraction=-0.1)
     with pytest.raises(ConfigError, match="needs a base model"):
         get_method("iso_c").check_inputs(2, has_base=False)
+
+
+def _low_rank(m: int, n: int, r: int, seed: int) -> torch.Tensor:
+    return _rand(m, r, seed=seed) @ _rand(r, n, seed=seed + 100)
+
+
+def test_iso_c_flattens_only_the_numerical_rank_of_low_rank_task_matrices() -> None:
+    a, b = _low_rank(20, 16, 2, seed=1), _low_rank(20, 16, 3, seed=2)  # LoRA-like: rank 5 in total
+    u, s, vh = torch.linalg.svd(a + b, full_matrices=False)
+    out = iso_c_merge([a, b])
+    torch.testing.assert_close(out, s[:5].mean() * (u[:, :5] @ vh[:5]), atol=1e-5, rtol=1e-4)
+    assert int(torch.linalg.matrix_rank(out)) == 5
+
+
+def test_tsv_and_iso_cts_ignore_null_directions_of_low_rank_tasks() -> None:
+    a, b = _low_rank(24, 18, 2, seed=3), _low_rank(24, 18, 2, seed=4)
+    # TSV with the default fraction 1/2 would keep 9 directions per task; only 2 are real
+    full = tsv_merge([a, b])
+    assert int(torch.linalg.matrix_rank(full)) == 4
+    # a rank-4 union: 0.5 common -> 2 directions, 1 per task; spectrum flat over the 4 kept directions
+    out = iso_cts_merge([a, b], common_space_fraction=0.5)
+    sv = torch.linalg.svdvals(out)
+    assert int(torch.linalg.matrix_rank(out)) == 4
+    torch.testing.assert_close(sv[:4], torch.full((4,), float(sv[0])), atol=1e-5, rtol=1e-4)

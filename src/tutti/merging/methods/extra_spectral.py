@@ -17,6 +17,12 @@ All three work on the task matrices ``ΔW_t = W_t - W_0`` of each 2-D weight, co
   task matrix with the common subspace projected out, orthogonalise the concatenated bases as TSV-M does, and
   flatten the spectrum to the mean of the kept singular values.
 
+Low-rank task matrices (experts that are LoRA fine-tunes, or a sum of a few of them) have a null space whose
+singular vectors any SVD routine may choose freely. Taken literally, the formulas would flatten those zero
+singular values too and add an arbitrary, implementation-defined orthogonal map to the weights. tutti keeps only
+the numerical rank (singular values above ``s_max · max(m, n) · eps``, NumPy's ``matrix_rank`` tolerance): the
+same result as the papers for full-rank task matrices, and a deterministic one otherwise.
+
 1-D tensors (norms, biases) and scalars have no spectrum: like the papers' code, they fall back to task
 arithmetic with the mean task vector, ``W_0 + α · mean_t ΔW_t``.
 """
@@ -37,6 +43,12 @@ _ISO_PAPER = "https://arxiv.org/abs/2502.04959"
 
 def _mean_delta(deltas: Sequence[Tensor]) -> Tensor:
     return torch.stack([d.float() for d in deltas]).mean(0)
+
+
+def numerical_rank(s: Tensor, shape: tuple[int, ...]) -> int:
+    """Singular values above ``s_max · max(m, n) · eps`` (NumPy's ``matrix_rank`` tolerance), at least 1."""
+    tol = float(s.max()) * max(shape) * torch.finfo(s.dtype).eps if s.numel() else 0.0
+    return max(1, int((s > tol).sum()))
 
 
 def nearest_orthogonal(x: Tensor) -> Tensor:
@@ -62,7 +74,7 @@ def tsv_merge(deltas: Sequence[Tensor], *, alpha: float = 1.0, rank_fraction: fl
     us, ss, vs = [], [], []
     for d in deltas:
         u, s, vh = torch.linalg.svd(d.float(), full_matrices=False)
-        k = max(1, int(s.shape[0] * frac))
+        k = max(1, min(int(s.shape[0] * frac), numerical_rank(s, tuple(d.shape))))
         us.append(u[:, :k])
         ss.append(s[:k])
         vs.append(vh[:k])
@@ -85,7 +97,8 @@ def iso_c_merge(deltas: Sequence[Tensor], *, alpha: float = 1.0) -> Tensor:
         return alpha * _mean_delta(deltas)
     total = torch.stack([d.float() for d in deltas]).sum(0)
     u, s, vh = torch.linalg.svd(total, full_matrices=False)
-    return alpha * s.mean() * (u @ vh)
+    r = numerical_rank(s, tuple(total.shape))
+    return alpha * s[:r].mean() * (u[:, :r] @ vh[:r])
 
 
 def iso_cts_merge(
@@ -106,23 +119,26 @@ def iso_cts_merge(
         return alpha * _mean_delta(deltas)
     n_tasks = len(deltas)
     mats = [d.float() for d in deltas]
-    rank = min(mats[0].shape)
+    total = torch.stack(mats).sum(0)
+    u, s, vh = torch.linalg.svd(total, full_matrices=False)
+    union = torch.cat(mats, 1)  # (m, T·n): its rank is the dimension of all tasks' column spaces together
+    rank = min(min(total.shape), numerical_rank(torch.linalg.svdvals(union), tuple(union.shape)))
     k_common = int(rank * common_space_fraction)
     per_task = round((rank - k_common) / n_tasks)
     k_common = rank - per_task * n_tasks
     if k_common <= 0:  # more tasks than directions left: shrink the task share, keep one common direction
         per_task = (rank - 1) // n_tasks
         k_common = rank - per_task * n_tasks
-    u, s, vh = torch.linalg.svd(torch.stack(mats).sum(0), full_matrices=False)
     uc, sc, vc = u[:, :k_common], s[:k_common], vh[:k_common]
     us, ss, vs = [uc], [sc], [vc]
     if per_task > 0:
         for m in mats:
             residual = m - uc @ (uc.T @ m)  # project the common subspace out
             ut, st, vt = torch.linalg.svd(residual, full_matrices=False)
-            us.append(ut[:, :per_task])
-            ss.append(st[:per_task])
-            vs.append(vt[:per_task])
+            k = min(per_task, numerical_rank(st, tuple(m.shape)) if float(st.max()) > 0 else 0)
+            us.append(ut[:, :k])
+            ss.append(st[:k])
+            vs.append(vt[:k])
     u_cat, s_cat, v_cat = torch.cat(us, 1), torch.cat(ss), torch.cat(vs, 0)
     return alpha * s_cat.mean() * (nearest_orthogonal(u_cat) @ nearest_orthogonal(v_cat))
 
