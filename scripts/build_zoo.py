@@ -75,7 +75,8 @@ def cmd_matrix(args: argparse.Namespace) -> None:
     for name, path in experts.items():
         while args.wait and path is not None and not (path / "training.json").is_file():
             time.sleep(20)  # the expert's training run has not finished yet
-        result.update(expert_task_matrix(model, {name: path}, tasks, on_cell=lambda e, t, a: print(
+        cols = {name: tasks[name]} if args.diagonal and name in tasks else tasks
+        result.update(expert_task_matrix(model, {name: path}, cols, on_cell=lambda e, t, a: print(
             f"{e:>16} on {t:<22} {a:.3f} ({time.perf_counter() - t0:.0f}s)", flush=True)))
         # written after every row, so an interrupted run keeps what it measured
         out.write_text(json.dumps({"n_per_task": args.n, "split": "test", "metric": "greedy exact match",
@@ -111,11 +112,14 @@ def write_matrix_doc(matrix_json: Path, doc: Path) -> None:
 
     data = json.loads(matrix_json.read_text())
     acc = data["accuracy"]
-    tasks = list(next(iter(acc.values())))
+    tasks = list(dict.fromkeys(t for cells in acc.values() for t in cells))
     rows = []
-    for expert, cells in acc.items():
-        rows.append([f"**{expert}**", *(f"{100 * cells[t]:.0f}" for t in tasks)])
-    best = ["best expert", *(max((e for e in acc if e != "base"), key=lambda e, t=t: acc[e][t]) for t in tasks)]
+    for expert, cells in acc.items():  # "—": a cell the run did not measure
+        rows.append([f"**{expert}**", *(f"{100 * cells[t]:.0f}" if t in cells else "—" for t in tasks)])
+    best = ["best expert"]
+    for t in tasks:
+        measured = [e for e in acc if e != "base" and t in acc[e]]
+        best.append(max(measured, key=lambda e, t=t: acc[e][t]) if measured else "—")
     md = (f"Accuracy (%) of each expert (rows) on the first {data['n_per_task']} test examples of each task "
           f"(columns), {data['metric']}, {data['seconds']} s.\n\nCommand: `{data['command']}`  \n"
           f"Machine: {machine_line()}\n\n" + md_table(["expert \\ task", *tasks], [*rows, best]))
@@ -147,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--n", type=int, default=24)
     m.add_argument("--batch-size", type=int, default=8)
     m.add_argument("--threads", type=int, default=1)
+    m.add_argument("--diagonal", action="store_true", help="each expert on its own task only (base: all tasks)")
     m.add_argument("--wait", action="store_true", help="wait for experts whose training has not finished")
     m.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "src/tutti/zoo/experts/matrix.json"))
     m.add_argument("--doc", default=str(Path(__file__).resolve().parents[1] / "docs/zoo.md"),
