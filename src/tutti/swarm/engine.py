@@ -121,7 +121,7 @@ class RayPool:
                 init["num_cpus"] = num_cpus or workers
             else:
                 init["address"] = address
-            ray.init(**init)
+            _ray_init(init)
         actor = ray.remote(num_cpus=1)(_RayEvaluator)
         self.actors = [actor.remote(**kwargs) for _ in range(workers)]
         self.workers = workers
@@ -144,6 +144,22 @@ class RayPool:
             ray.kill(a)
         if self._own:
             ray.shutdown()
+
+
+def _ray_init(init: dict[str, Any], attempts: int = 3) -> None:
+    """``ray.init`` with retries: a busy machine can miss Ray's fixed 30 s raylet start-up window."""
+    import ray
+
+    from tutti.errors import TuttiError
+
+    for attempt in range(attempts):
+        try:
+            ray.init(**init)
+            return
+        except Exception as e:
+            ray.shutdown()
+            if "timed out during startup" not in str(e) or attempt == attempts - 1:
+                raise TuttiError(f"could not start or reach Ray ({init.get('address', 'local')}): {e}") from e
 
 
 class _RayEvaluator:
