@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from functools import cache
 
 from tutti.zoo.generators.tables import ANTONYMS, ASPECTS, NEGATIVE, POSITIVE, WORDS
 from tutti.zoo.tasks import Example, entity_split, task
@@ -33,16 +34,22 @@ def string_ops(rng: random.Random, split: str) -> Example:
     return Example(f'How many letters are in the word "{w}"? Answer with the number only.', str(len(w)))
 
 
-def _directed_antonyms(split: str) -> list[tuple[str, str]]:
+@cache
+def _directed_antonyms(split: str) -> tuple[tuple[str, str], ...]:
     pairs = [p for p in ANTONYMS if entity_split("antonym:" + "/".join(sorted(p))) == split]
-    return pairs + [(b, a) for a, b in pairs]
+    return tuple(pairs + [(b, a) for a, b in pairs])
+
+
+@cache
+def _others(cue: str) -> list[str]:
+    return [w for p in ANTONYMS if cue not in p for w in p]
 
 
 @task("antonyms", group="language")
 def antonyms(rng: random.Random, split: str) -> Example:
     """Pick the opposite of a word among four (antonym pairs are split apart: test pairs are never trained)."""
     cue, ans = rng.choice(_directed_antonyms(split))
-    others = [w for p in ANTONYMS if cue not in p for w in p]
+    others = _others(cue)
     choices = [ans, *rng.sample(others, 3)]
     rng.shuffle(choices)
     q = f'Which word is the opposite of "{cue}": {", ".join(choices[:3])} or {choices[3]}? Answer with one word.'
