@@ -141,3 +141,15 @@ def test_gguf_and_safetensors_logits_identical(smollm2_dir: Path) -> None:
     ids = torch.tensor([tok.encode("Model merging combines checkpoints in weight space.")])
     with torch.no_grad():
         assert torch.equal(gguf_model(ids).logits, st_model(ids).logits)
+
+
+def test_stop_string_not_matched_in_the_prompt(tiny: HFModel) -> None:
+    """A stop string that spans the prompt/answer boundary must not stop generation."""
+    base = tiny.generate(["Paris is"], params=SamplingParams(max_new_tokens=6))[0][0]
+    first = tiny.tokenizer.decode([base.token_ids[0]])
+    stop = "is" + first  # "is" ends the prompt; only prompt + first token would contain it
+    assert stop not in base.text  # precondition: only the boundary could match
+    assert len(base.token_ids) > 1
+    out = tiny.generate(["Paris is"], params=SamplingParams(max_new_tokens=6, stop=(stop,)))[0][0]
+    assert out.token_ids == base.token_ids
+    assert out.finish_reason == base.finish_reason

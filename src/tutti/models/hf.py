@@ -13,6 +13,7 @@ from queue import Queue
 from typing import Any
 
 import torch
+from transformers import StoppingCriteria
 
 from tutti.errors import TuttiError
 from tutti.models.interface import (
@@ -135,7 +136,9 @@ class HFModel:
             )
 
     # ------------------------------------------------------------------ generation
-    def _gen_kwargs(self, params: SamplingParams) -> dict[str, Any]:
+    def _gen_kwargs(self, params: SamplingParams, prompt_width: int) -> dict[str, Any]:
+        from transformers import StoppingCriteriaList
+
         kw: dict[str, Any] = {
             "max_new_tokens": params.max_new_tokens,
             "pad_token_id": self.tokenizer.pad_token_id,
@@ -148,8 +151,11 @@ class HFModel:
             kw.update(temperature=None, top_p=None, top_k=None)
         else:
             kw.update(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or None)
-        if params.stop:
-            kw.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+        # stop strings are matched in the generated text only (transformers' stop_strings also look at the
+        # prompt, so a prompt ending in "\n" would stop a "\n\n" stop string after one token)
+        kw["stopping_criteria"] = StoppingCriteriaList(
+            [_StopStrings(self.tokenizer, params.stop, prompt_width)] if params.stop else []
+        )
         return kw
 
     def _finish(self, new_ids: list[int], params: SamplingParams, scores: list[torch.Tensor] | None,
@@ -192,7 +198,8 @@ class HFModel:
             for start in range(0, len(flat), self.batch_size):
                 chunk = flat[start:start + self.batch_size]
                 ids, mask = self._left_pad(chunk)
-                res = self.module.generate(input_ids=ids, attention_mask=mask, **self._gen_kwargs(params))
+                res = self.module.generate(input_ids=ids, attention_mask=mask,
+                                           **self._gen_kwargs(params, ids.shape[1]))
                 seqs = res.sequences[:, ids.shape[1]:].tolist()
                 for row, (seq, e) in enumerate(zip(seqs, chunk, strict=True)):
                     scores = [s[row] for s in res.logits] if res.logits is not None else None
@@ -201,7 +208,7 @@ class HFModel:
 
     def stream(self, prompt: Prompt, *, params: SamplingParams) -> Iterator[StreamChunk]:
         """Complete one prompt, yielding text deltas as tokens are decided."""
-        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers import StoppingCriteria
         from transformers.generation.streamers import BaseStreamer
 
         if params.n != 1:
@@ -233,9 +240,9 @@ class HFModel:
                     if params.seed is not None:
                         torch.manual_seed(params.seed)
                     t, m = self._left_pad([ids])
-                    kw = self._gen_kwargs(params)
+                    kw = self._gen_kwargs(params, t.shape[1])
                     kw["output_logits"] = False
-                    kw["stopping_criteria"] = StoppingCriteriaList([_Cancelled()])
+                    kw["stopping_criteria"].append(_Cancelled())
                     self.module.generate(input_ids=t, attention_mask=m, streamer=_Streamer(), **kw)
             except BaseException as e:  # surface errors in the consumer
                 q.put(e)
@@ -328,3 +335,14 @@ class HFModel:
                 greedy = bool((span.argmax(-1) == target).all())
                 results[i] = LoglikelihoodResult(float(tok_lp.sum()), greedy, n)
         return [results[i] for i in range(len(requests))]
+
+
+class _StopStrings(StoppingCriteria):
+    """Stop a row once its generated text (not the prompt) contains a stop string."""
+
+    def __init__(self, tokenizer: Any, stop: Sequence[str], prompt_width: int) -> None:
+        self.tokenizer, self.stop, self.prompt_width = tokenizer, tuple(stop), prompt_width
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width:], skip_special_tokens=True)
+        return torch.tensor([any(s in t for s in self.stop) for t in texts], device=input_ids.device)
