@@ -119,7 +119,8 @@ def write_matrix_doc(matrix_json: Path, doc: Path) -> None:
     best = ["best expert"]
     for t in tasks:
         measured = [e for e in acc if e != "base" and t in acc[e]]
-        best.append(max(measured, key=lambda e, t=t: acc[e][t]) if measured else "—")
+        top = max(measured, key=lambda e, t=t: acc[e][t]) if measured else None
+        best.append(top if top and acc[top][t] > 0 else "—")  # no expert scores: no best
     md = (f"Accuracy (%) of each expert (rows) on the first {data['n_per_task']} test examples of each task "
           f"(columns), {data['metric']}, {data['seconds']} s.\n\nCommand: `{data['command']}`  \n"
           f"Machine: {machine_line()}\n\n" + md_table(["expert \\ task", *tasks], [*rows, best]))
