@@ -12,10 +12,23 @@ def register(app: typer.Typer) -> None:
 
     @app.command("demo")
     def demo(
-        out: Path = typer.Option(Path("runs/demo"), "--out", help="Where the demo writes its outputs."),
-        quick: bool = typer.Option(False, "--quick", help="A smaller setting (used by the tests)."),
+        out: Path = typer.Option(Path("runs/demo"), "--out", help="Run folder (replaced on each run)."),
+        quick: bool = typer.Option(False, "--quick", help="A much smaller setting (used by the tests)."),
+        target: str | None = typer.Option(None, help="Zoo task to adapt to (default: logic)."),
+        basics: bool = typer.Option(False, "--basics", help="Run the model-layer tour instead: fetch, generate, "
+                                    "score, merge, reload."),
     ) -> None:
-        """Run the end-to-end demo on SmolLM2-135M-Instruct from the offline zoo."""
-        from tutti.recipes.demo import run_demo
+        """Model Swarms on SmolLM2-135M-Instruct with the committed LoRA experts: baselines vs swarm, dev and test."""
+        if basics:
+            from tutti.recipes.demo import run_demo
 
-        run_demo(out, quick=quick)
+            run_demo(out, quick=quick)
+            return
+        from dataclasses import replace
+
+        from tutti.recipes.swarm_demo import QUICK, DemoSettings, run_swarm_demo
+
+        settings = QUICK if quick else DemoSettings()
+        if target:
+            settings = replace(settings, target=target)
+        run_swarm_demo(out, settings=settings)
