@@ -33,7 +33,7 @@ def test_sharded_equals_single(tiny_model_dir: Path, tiny_sharded_dir: Path) -> 
     single, sharded = Checkpoint(tiny_model_dir), Checkpoint(tiny_sharded_dir)
     assert len({i.file for i in sharded.infos().values()}) > 1
     assert set(single.keys()) == set(sharded.keys())
-    for name in single.keys():
+    for name in single:
         assert torch.equal(single.get(name), sharded.get(name))
 
 

@@ -83,5 +83,5 @@ def test_rslora_scale(peft_adapter_dir: Path) -> None:
 
 
 def test_not_an_adapter(tiny_model_dir: Path) -> None:
-    with pytest.raises(CheckpointError, match="adapter_config.json"):
+    with pytest.raises(CheckpointError, match=r"adapter_config\.json"):
         load_lora(tiny_model_dir)

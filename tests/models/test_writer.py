@@ -28,7 +28,7 @@ def test_round_trip_identical(tiny_model_dir: Path, tmp_path: Path) -> None:
     out = save_checkpoint(src.state_dict(), tmp_path / "out", copy_from=tiny_model_dir, model_card="# hi\n")
     back = Checkpoint(out)
     assert back.keys() == src.keys()
-    assert all(torch.equal(back.get(n), src.get(n)) for n in src.keys())
+    assert all(torch.equal(back.get(n), src.get(n)) for n in src)
     for f in ("config.json", "tokenizer.json", "tokenizer_config.json", "README.md"):
         assert (out / f).is_file(), f
 

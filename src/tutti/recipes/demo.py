@@ -47,7 +47,7 @@ def run_demo(out: Path, *, quick: bool = False) -> dict[str, object]:
         ck = Checkpoint(path)
         gen = torch.Generator().manual_seed(0)
         merged = {}
-        for name in ck.keys():
+        for name in ck:
             t = ck.get(name).float()
             noise = torch.randn(t.shape, generator=gen) * (0.01 * t.std() if t.numel() > 1 else 0.0)
             merged[name] = 0.5 * t + 0.5 * (t + noise)
