@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(VENV)/bin/tutti demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=30 tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests
