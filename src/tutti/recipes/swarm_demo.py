@@ -84,7 +84,7 @@ def run_swarm_demo(out: Path, *, settings: DemoSettings = DemoSettings()) -> dic
         "experts": [str(expert_path(e)) for e in s.experts],
         "representation": "lora_factors",
         "utility": {"name": "exact_match", "task": str(task), "split": "dev",
-                    "options": {"max_new_tokens": s.max_new_tokens}},
+                    "options": {"max_new_tokens": s.max_new_tokens, "chat": True}},
         "n_particles": s.particles,
         "max_iterations": s.iterations,
         "patience": s.patience,
