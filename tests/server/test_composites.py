@@ -95,3 +95,22 @@ def test_strategy_in_the_model_name(tiny, repeater, make_server) -> None:
             c.chat.completions.create(model="ensembel:tiny+rep", messages=CHAT, max_tokens=2)
         with pytest.raises(openai.NotFoundError):
             c.chat.completions.create(model="ensemble:tiny+nope", messages=CHAT, max_tokens=2)
+
+
+def test_remote_member_from_a_composite_dict(remote_url, tiny, repeater, varied_model_dir, tiny_model_dir,
+                                             monkeypatch) -> None:
+    """A ``{remote: {...}}`` member in a composite config gives the in-process member's greedy output."""
+    from tutti.collab import load
+    from tutti.errors import ConfigError
+
+    from .conftest import REMOTE_KEY
+
+    monkeypatch.setenv("TUTTI_TEST_REMOTE_KEY", REMOTE_KEY)
+    remote_member = {"remote": {"base_url": remote_url, "model": "tiny", "api_key_env": "TUTTI_TEST_REMOTE_KEY",
+                                "tokenizer": str(varied_model_dir)}}
+    params = SamplingParams(max_new_tokens=10)
+    expected = load({"strategy": "vote", "members": ["tiny", "rep"]}, members=[tiny, repeater])
+    composite = load({"strategy": "vote", "members": [remote_member, str(tiny_model_dir)]})
+    assert composite.generate([CHAT], params=params)[0][0].text == expected.generate([CHAT], params=params)[0][0].text
+    with pytest.raises(ConfigError, match="base_url"):
+        load({"strategy": "vote", "members": [{"remote": {"model": "tiny"}}, str(tiny_model_dir)]})

@@ -69,7 +69,10 @@ def load_member(spec: Any, *, base: Path | None = None, dtype: str = "float32") 
             return load(spec, base=base)
         if is_merge_dict(spec):
             return _merged_member(spec, base)
-        raise ConfigError(f"member {spec!r}: a dict member must be a composite (strategy:) or a merge (merge_method:)")
+        if set(spec) == {"remote"}:
+            return _remote_member(spec["remote"])
+        raise ConfigError(f"member {spec!r}: a dict member must be a composite (strategy:), a merge "
+                          "(merge_method:) or a remote endpoint (remote: {base_url, model})")
     if not isinstance(spec, str | Path):
         raise ConfigError(f"member {spec!r}: expected a model name, a path or a config")
     s = str(spec)
@@ -88,6 +91,22 @@ def load_member(spec: Any, *, base: Path | None = None, dtype: str = "float32") 
     if base is not None and not Path(s).is_absolute() and (base / s).exists():
         s = str(base / s)
     return HFModel.load(s, dtype=dtype, name=str(spec))
+
+
+def _remote_member(spec: Any) -> Any:
+    """An OpenAI-compatible endpoint as a member (``remote: {base_url, model, api_key_env, tokenizer}``)."""
+    from pydantic import ValidationError
+
+    from tutti.config.serve import RemoteSpec
+    from tutti.models.remote import RemoteModel
+
+    try:
+        rs = RemoteSpec.model_validate(spec)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        raise ConfigError(f"member remote: {where}: {err['msg']}") from None
+    return RemoteModel.from_spec(rs)
 
 
 def load(spec: str | Path | dict[str, Any] | CompositeConfig, *, base: Path | None = None,
