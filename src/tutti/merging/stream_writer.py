@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -22,6 +21,7 @@ from typing import Any, BinaryIO
 import torch
 
 from tutti.errors import CheckpointError
+from tutti.models.writer import publish_folder
 
 ST_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.float64: "F64",
              torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
@@ -119,13 +119,7 @@ class StreamingWriter:
             weight_map = {n: self.names[s.shard] for n, s in self.slots.items()}
             index = {"metadata": {"total_size": self.total_bytes}, "weight_map": weight_map}
             self.write_text("model.safetensors.index.json", json.dumps(index, indent=2) + "\n")
-        if self.out_dir.exists():
-            old = self.out_dir.with_name(f".{self.out_dir.name}.old-{os.getpid()}-{time.time_ns()}")
-            os.replace(self.out_dir, old)
-            os.replace(self.tmp, self.out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.tmp, self.out_dir)
+        publish_folder(self.tmp, self.out_dir)
         self._done = True
         return self.out_dir
 

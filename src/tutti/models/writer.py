@@ -158,13 +158,7 @@ class ShardedWriter:
         for f in self.tmp.iterdir():  # make sure the data is on disk before the rename publishes it
             with f.open("rb") as fh:
                 os.fsync(fh.fileno())
-        if self.out_dir.exists():
-            old = self.out_dir.with_name(f".{self.out_dir.name}.old-{os.getpid()}-{time.time_ns()}")
-            os.replace(self.out_dir, old)
-            os.replace(self.tmp, self.out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.tmp, self.out_dir)
+        publish_folder(self.tmp, self.out_dir)
         self._done = True
         return self.out_dir
 
@@ -184,6 +178,20 @@ class ShardedWriter:
             self.abort()
         elif not self._done:
             self.finish()
+
+
+def publish_folder(tmp: Path, out_dir: Path) -> None:
+    """Move a finished temporary folder to ``out_dir`` (same filesystem), replacing an existing one.
+
+    The old folder is first renamed aside, so ``out_dir`` is never a half-written mix of old and new files.
+    """
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}-{time.time_ns()}")
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
 
 
 def save_checkpoint(
