@@ -65,7 +65,7 @@ def test_composites_nest(models_dir: Path) -> None:
     ({"strategy": "ensemble", "members": ["m1", "m2"], "align": "unoin"}, "Did you mean 'union'"),
     ({"strategy": "ensemble", "members": ["m1", "m2"], "combine": "maen"}, "Did you mean 'mean'"),
     ({"strategy": "ensemble", "members": []}, "at least one member"),
-    ({"strategy": "ensemble", "members": [{"foo": 1}]}, "composite .strategy:. or a merge"),
+    ({"strategy": "ensemble", "members": [{"foo": 1}]}, "composite .strategy:., a merge .merge_method:. or a remote"),
 ])
 def test_config_errors_are_one_line(models_dir: Path, data: dict, message: str) -> None:
     with pytest.raises(TuttiError, match=message) as e:
