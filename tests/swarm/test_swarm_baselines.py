@@ -27,7 +27,9 @@ def test_static_baselines(swarm_setup, tmp_path):
     assert res["greedy_soup"]["dev"] >= res["best_single"]["dev"]
     assert res["uniform_soup"]["dev"] > res["best_single"]["dev"]  # the experts are complementary by design
     assert res["ties"]["representation"] == "lora_delta" and res["uniform_soup"]["representation"] == "lora_factors"
-    assert res["task_arithmetic"]["evaluations"] == 4 and res["model_stock"]["evaluations"] == 0
+    # every dev evaluation counts, the final scoring of the chosen merge included (test scoring does not)
+    assert res["task_arithmetic"]["evaluations"] == 4 + 1 and res["model_stock"]["evaluations"] == 1
+    assert res["uniform_soup"]["evaluations"] == 1 and res["best_single"]["evaluations"] == 3 + 1
     # best single expert = the expert whose own adapter scores best
     from tutti.swarm.engine import Evaluator
     from tutti.swarm.particles import load_experts
@@ -48,7 +50,8 @@ def test_search_baselines_and_vote(swarm_setup, tmp_path):
     again = run_baseline("evolutionary", cfg(swarm_setup), tmp_path / "evo2")
     assert again["dev"] == evo["dev"]  # seeded
     vote = run_baseline("prediction_merge", cfg(swarm_setup, "mc_loglik"), tmp_path / "vote")
-    assert 0 <= vote["dev"] <= 1 and len(vote["experts_dev"]) == 3
+    assert 0 <= vote["dev"] <= 1 and len(vote["experts_dev"]) == 3 and vote["evaluations"] == 3
+    assert 0 <= vote["test"] <= 1  # the vote is taken again on test, ties broken by the dev ranking
     assert json.loads((tmp_path / "vote/baseline.json").read_text())["baseline"] == "prediction_merge"
 
 

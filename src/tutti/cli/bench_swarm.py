@@ -1,4 +1,4 @@
-"""``tutti bench swarm-timing``: where a swarm iteration's time goes, and in-place swaps vs reloading."""
+"""``tutti bench swarm-timing`` (where a swarm iteration's time goes) and ``tutti bench swarm`` (the results table)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import typer
 
 
 def register(bench_app: typer.Typer) -> None:
-    """Add ``tutti bench swarm-timing``."""
+    """Add ``tutti bench swarm-timing`` and ``tutti bench swarm``."""
 
     @bench_app.command("swarm-timing")
     def bench_swarm_timing(
@@ -29,3 +29,7 @@ def register(bench_app: typer.Typer) -> None:
                          log=lambda m: typer.echo(m, err=True))
         write_section(out, "swarm-timing", report(res, command, machine_line()))
         typer.echo(f"wrote section swarm-timing of {out}")
+
+    from tutti.cli.bench_swarm_table import register as register_table
+
+    register_table(bench_app)  # ``tutti bench swarm``: the results table

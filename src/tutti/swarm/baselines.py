@@ -18,8 +18,9 @@ from typing import Any
 
 import torch
 
-from tutti.config.swarm import SwarmConfig
+from tutti.config.swarm import SwarmConfig, UtilityConfig
 from tutti.errors import TuttiError
+from tutti.evaluation.utilities import UtilityResult
 from tutti.registry import Registry
 
 Baseline = Callable[["BaselineContext"], torch.Tensor | dict[str, Any]]
@@ -81,27 +82,67 @@ class BaselineContext:
         return k, cands[k]
 
 
+def prepare_baseline(name: str, cfg: SwarmConfig, *, log: Callable[[str], None] | None = None
+                     ) -> tuple[BaselineContext, torch.Tensor | dict[str, Any]]:
+    """Run baseline ``name`` on dev: its context (resident model, evaluation count) and its result.
+
+    The result is a particle vector (weight-space baselines) or a dict with ``dev`` and ``experts_dev``
+    (prediction-level baselines, which have no weights). The final dev score of a vector is not taken yet:
+    :func:`final_dev` takes it and counts it.
+    """
+    fn = BASELINES.get(name)
+    kind = "lora_delta" if name in NONLINEAR and cfg.representation == "lora_factors" else cfg.representation
+    ctx = BaselineContext(cfg, kind, log or (lambda _m: None))
+    return ctx, fn(ctx)
+
+
+def final_dev(ctx: BaselineContext, res: torch.Tensor | dict[str, Any]) -> float:
+    """The dev utility of the baseline's answer, counted as one utility evaluation when it is computed here."""
+    if isinstance(res, dict):
+        return float(res["dev"])  # the vote already scored (and counted) every expert on dev
+    ctx.evaluations += 1
+    return ctx.ev.evaluate(res).value
+
+
+def score_split(ctx: BaselineContext, res: torch.Tensor | dict[str, Any], utility: UtilityConfig) -> UtilityResult:
+    """Per-example scores of the baseline's answer under another utility (a test split: reporting, not counted).
+
+    A prediction-level result votes again over the experts' answers to ``utility``'s examples, with ties broken
+    by the experts' *dev* ranking, so the test split never influences the vote.
+    """
+    from tutti.evaluation.utilities import build_utility
+
+    u = build_utility(utility, allow_test=True)
+    if not isinstance(res, dict):
+        ctx.ev.swapper.load(res)
+        return u(ctx.ev.model)
+    devs = res["experts_dev"]
+    order = sorted(range(len(devs)), key=lambda i: (-devs[i], i))
+    scores = _vote(ctx, u, order)[0]
+    return UtilityResult(sum(scores) / len(scores), tuple(scores))
+
+
 def run_baseline(name: str, cfg: SwarmConfig, out_dir: str | Path, *, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run baseline ``name`` and write ``baseline.json`` (dev, test, evaluations) and ``best/`` to ``out_dir``."""
+    """Run baseline ``name`` and write ``baseline.json`` (dev, test, evaluations) and ``best/`` to ``out_dir``.
+
+    ``evaluations`` counts every dev utility evaluation, the final dev scoring included; the test split is
+    scored once for the report and not counted.
+    """
     from tutti.swarm.particles import save_particle
     from tutti.swarm.run import _test_split
 
-    fn = BASELINES.get(name)
-    say = log or (lambda _m: None)
-    kind = "lora_delta" if name in NONLINEAR and cfg.representation == "lora_factors" else cfg.representation
-    ctx = BaselineContext(cfg, kind, say)
-    res = fn(ctx)
+    ctx, res = prepare_baseline(name, cfg, log=log)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     test_cfg = _test_split(cfg)
+    dev = final_dev(ctx, res)
+    test = score_split(ctx, res, test_cfg).value if test_cfg is not None else None
     if isinstance(res, dict):  # prediction merge: no weights
-        summary = {"baseline": name, **res}
+        summary = {"baseline": name, **res, "test": test, "path": None}
     else:
-        dev = ctx.ev.evaluate(res).value
-        test = ctx.ev.evaluate_split(res, test_cfg) if test_cfg is not None else None
         path = save_particle(ctx.rep, res, out / "best", model=ctx.ev.model, swapper=ctx.ev.swapper,
                              readme=f"# Baseline {name}\n\nMade by `tutti swarm --baseline {name}`; dev utility {dev:.4f}.\n")
-        summary = {"baseline": name, "dev": dev, "test": test, "path": str(path), "representation": kind}
+        summary = {"baseline": name, "dev": dev, "test": test, "path": str(path), "representation": ctx.rep.kind}
     summary["evaluations"] = ctx.evaluations
     (out / "baseline.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -221,33 +262,58 @@ def evolutionary(ctx: BaselineContext, budget: int = 40) -> torch.Tensor:
     return best
 
 
-@BASELINES.register("prediction_merge", pretty_name="prediction merge (majority vote)")
-def prediction_merge(ctx: BaselineContext) -> dict[str, Any]:
-    """Majority vote over the experts' answers per example (ties go to the best expert on dev)."""
-    from tutti.evaluation.metrics import exact_match, extract_answer, normalize_text, parse_choice, token_f1
-
-    u = ctx.ev.utility
-    scorers: dict[str, Callable[[str, Any], float]] = {
-        "mc_loglik": lambda p, e: float(p == e.target),
-        "mc_generate": lambda p, e: float(parse_choice(p, e.choices) == e.answer_index),
-        "exact_match": lambda p, e: exact_match(p, e.target),
-        "token_f1": lambda p, e: token_f1(p, e.target),
-    }
-    if u.name not in scorers:
+def _answers(ctx: BaselineContext, u: Any) -> tuple[list[float], list[tuple[str, ...]]]:
+    """Every expert's value and answers under utility ``u`` (one evaluation per expert)."""
+    if u.name not in _SCORERS:
         raise TuttiError(f"prediction_merge needs answers to vote on; utility {u.name!r} has none "
-                         f"(use one of {', '.join(scorers)})")
-    devs, preds = [], []
+                         f"(use one of {', '.join(_SCORERS)})")
+    values, preds = [], []
     for e in ctx.experts:
         ctx.ev.swapper.load(e)
         r = u(ctx.ev.model)
-        devs.append(r.value)
+        values.append(r.value)
         preds.append(r.predictions)
-    order = sorted(range(len(devs)), key=lambda i: (-devs[i], i))
+    return values, preds
+
+
+def _majority(u: Any, preds: list[tuple[str, ...]], order: list[int]) -> list[float]:
+    """Per-example score of the majority answer; ties go to the first expert of ``order`` among the tied."""
+    from tutti.evaluation.metrics import extract_answer, normalize_text
+
     scores = []
     for j, ex in enumerate(u.examples):
         votes = Counter(normalize_text(extract_answer(preds[i][j])) for i in order)
         top = max(votes.values())
         winner = next(preds[i][j] for i in order if votes[normalize_text(extract_answer(preds[i][j]))] == top)
-        scores.append(scorers[u.name](winner, ex))
+        scores.append(_SCORERS[u.name](winner, ex))
+    return scores
+
+
+def _vote(ctx: BaselineContext, u: Any, order: list[int]) -> tuple[list[float], list[float]]:
+    """Per-example scores of the experts' majority answer under ``u``, and each expert's value."""
+    values, preds = _answers(ctx, u)
+    return _majority(u, preds, order), values
+
+
+@BASELINES.register("prediction_merge", pretty_name="prediction merge (majority vote)")
+def prediction_merge(ctx: BaselineContext) -> dict[str, Any]:
+    """Majority vote over the experts' answers per example (ties go to the best expert on dev)."""
+    u = ctx.ev.utility
+    devs, preds = _answers(ctx, u)
     ctx.evaluations += len(devs)
+    scores = _majority(u, preds, sorted(range(len(devs)), key=lambda i: (-devs[i], i)))
     return {"dev": sum(scores) / len(scores), "test": None, "path": None, "experts_dev": devs}
+
+
+def _scorers() -> dict[str, Callable[[str, Any], float]]:
+    from tutti.evaluation.metrics import exact_match, parse_choice, token_f1
+
+    return {
+        "mc_loglik": lambda p, e: float(p == e.target),
+        "mc_generate": lambda p, e: float(parse_choice(p, e.choices) == e.answer_index),
+        "exact_match": lambda p, e: exact_match(p, e.target),
+        "token_f1": lambda p, e: token_f1(p, e.target),
+    }
+
+
+_SCORERS = _scorers()
