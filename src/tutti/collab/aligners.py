@@ -209,8 +209,9 @@ class TopKAligner(UnionAligner):
         full = super().to_common(member_logprobs)
         batch = full[0].shape[0]
         cand = torch.zeros(batch, self.size, dtype=torch.bool)
-        for lp in full:
-            cand.scatter_(1, lp.topk(self.k, dim=-1).indices.cpu(), True)
+        for lp in full:  # a remote member's row may have fewer than k finite entries: -inf never counts
+            vals, idx = lp.topk(min(self.k, lp.shape[-1]), dim=-1)
+            cand |= torch.zeros_like(cand).scatter_(1, idx.cpu(), torch.isfinite(vals).cpu())
         out = []
         for i, lp in enumerate(full):
             x = lp.clone()

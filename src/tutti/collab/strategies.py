@@ -18,12 +18,33 @@ from tutti.errors import ConfigError, TuttiError
 
 def _token_members(cfg: CompositeConfig, members: Sequence[Any]) -> list[Any]:
     for m in members:
+        if getattr(m, "sparse_logprobs", False):  # a remote endpoint: top-k log-probs only
+            _check_sparse_member(cfg, m)
+            continue
         if not hasattr(m, "module") and not getattr(m, "nestable", False):
             raise TuttiError(
                 f"member {getattr(m, 'name', m)!r} of a {cfg.strategy} composite must be a model, a merge, or a "
                 "token-level composite with align: shared (nesting works token by token through one vocabulary)"
             )
     return list(members)
+
+
+def _check_sparse_member(cfg: CompositeConfig, m: Any) -> None:
+    """Remote members give top-k log-probs only: fine for ensembles with align shared/union/topk."""
+    name = getattr(m, "name", m)
+    if cfg.strategy != "ensemble":
+        raise TuttiError(f"member {name!r}: {cfg.strategy} needs full next-token distributions, but a remote "
+                         "member gives only its top-k log-probs; use strategy: ensemble (align: topk, union or shared)")
+    if cfg.align not in ("shared", "union", "topk"):
+        raise TuttiError(f"member {name!r}: align: {cfg.align} needs full next-token distributions, but a remote "
+                         "member gives only its top-k log-probs; use align: topk, union or shared")
+    methods = {cfg.combine.method, cfg.combine.inner if cfg.combine.method == "gated" else ""}
+    if "perplexity" in methods:
+        raise TuttiError(f"member {name!r}: combine: perplexity needs prompt log-likelihoods, which a remote member "
+                         "cannot give; use combine: mean, product or gated")
+    if cfg.align == "topk" and getattr(m, "top_logprobs", cfg.topk) < cfg.topk:
+        raise TuttiError(f"member {name!r}: asks its endpoint for top_logprobs: {m.top_logprobs}, fewer than "
+                         f"topk: {cfg.topk}; raise its top_logprobs or lower topk")
 
 
 def _vocab_sizes(members: Sequence[Any]) -> list[int]:

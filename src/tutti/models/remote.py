@@ -3,7 +3,9 @@
 So any endpoint can be a member of a composite: routers, cascades, vote and fusion need only ``generate``;
 top-k token ensembles need ``next_token_logprobs``, which asks the endpoint for one token with
 ``top_logprobs`` and scatters the answer into a ``(batch, vocab)`` tensor over a local tokenizer's vocabulary
-(``-inf`` outside the top k; the k values are the endpoint's own log-probabilities, not renormalised).
+(``-inf`` outside the top k; the k values are the endpoint's own log-probabilities, not renormalised), and
+:meth:`RemoteModel.open_session` makes the endpoint a member of the token-level decoding loop
+(:class:`tutti.collab.remote_session.RemoteMemberSession`: token-id prompts, one request per step).
 Tokens are mapped to ids through vLLM's ``return_tokens_as_token_ids`` convention when the endpoint honours it
 (``tutti serve`` and vLLM do), else by encoding the token text.
 
@@ -64,6 +66,7 @@ class RemoteModel:
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s)
         self._tok_spec = tokenizer
         self._tok: Any = None if isinstance(tokenizer, str) else tokenizer
+        self._eos: tuple[int, ...] | None = None
 
     @classmethod
     def from_spec(cls, spec: RemoteSpec, *, name: str | None = None) -> RemoteModel:
@@ -201,16 +204,81 @@ class RemoteModel:
 
     def next_token_logprobs(self, prompts: Sequence[Prompt]) -> torch.Tensor:
         """``(batch, vocab)`` over the local tokenizer: the endpoint's top-k log-probs, ``-inf`` elsewhere."""
+        return self._scatter(self.top_logprobs_at(prompts))
+
+    def next_token_logprobs_ids(self, prompt_ids: Sequence[list[int]], k: int | None = None) -> torch.Tensor:
+        """Like :meth:`next_token_logprobs` for token-id prompts, in one ``/completions`` request whose
+        ``prompt`` is the list of id lists (exact context: nothing is re-tokenised)."""
+        if not prompt_ids:
+            return self._scatter([])
+        body = {"model": self.model, "prompt": [list(p) for p in prompt_ids], "max_tokens": 1,
+                "temperature": 0.0, "logprobs": k or self.top_logprobs, "return_tokens_as_token_ids": True}
+        choices = sorted(self._post("/completions", body).get("choices", []), key=lambda c: c.get("index", 0))
+        if len(choices) != len(prompt_ids):
+            raise TuttiError(f"remote {self.base_url}/completions returned {len(choices)} choices for "
+                             f"{len(prompt_ids)} token-id prompts")
+        tops = []
+        for c in choices:
+            lps = _parse_logprobs(c.get("logprobs"))
+            if not lps:
+                raise TuttiError(f"remote {self.base_url}/completions returned no log-probabilities")
+            tops.append(list(lps[0].top))
+        return self._scatter(tops)
+
+    def _scatter(self, tops: Sequence[Sequence[tuple[str, float]]]) -> torch.Tensor:
         import torch
 
-        tok = self.tokenizer
-        out = torch.full((len(prompts), len(tok)), float("-inf"))
-        for row, top in enumerate(self.top_logprobs_at(prompts)):
+        out = torch.full((len(tops), len(self.tokenizer)), float("-inf"))
+        for row, top in enumerate(tops):
             for t, lp in top:
                 tid = self._token_id(t)
                 if tid is not None and tid < out.shape[1]:
                     out[row, tid] = max(float(out[row, tid]), lp)
         return out
+
+    # ---------------------------------------------------------------- token-level member (local tokenizer)
+    sparse_logprobs = True  # next-token distributions are top-k only (-inf elsewhere)
+
+    @property
+    def vocab_size(self) -> int:
+        """Width of :meth:`next_token_logprobs` rows: the local tokenizer's length."""
+        return len(self.tokenizer)
+
+    @property
+    def eos_token_ids(self) -> tuple[int, ...]:
+        """The local tokenizer's EOS (and its generation config's, when the tokenizer spec is a folder)."""
+        if self._eos is None:
+            eos = {self.tokenizer.eos_token_id}
+            if isinstance(self._tok_spec, str):
+                try:
+                    from transformers import GenerationConfig
+
+                    from tutti.models.zoo import resolve_model
+
+                    gen = GenerationConfig.from_pretrained(resolve_model(self._tok_spec)).eos_token_id
+                    eos |= set(gen) if isinstance(gen, list | tuple) else {gen}
+                except (OSError, ValueError, TuttiError):
+                    pass
+            self._eos = tuple(sorted(int(t) for t in eos if t is not None))
+        return self._eos
+
+    def render(self, prompt: Prompt) -> str:
+        """Raw text for a prompt (chats through the local tokenizer's chat template)."""
+        if isinstance(prompt, str):
+            return prompt
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise TuttiError(f"remote model {self.name!r}: its tokenizer has no chat template; send plain text")
+        return str(self.tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True))
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        """Token ids of a prompt with the local tokenizer (as :meth:`tutti.models.hf.HFModel.encode`)."""
+        return list(self.tokenizer(self.render(prompt), add_special_tokens=isinstance(prompt, str))["input_ids"])
+
+    def open_session(self, prompt_ids: Sequence[list[int]], *, prompt_nll: bool = False) -> Any:
+        """A :class:`tutti.collab.remote_session.RemoteMemberSession`: this endpoint as a token-level member."""
+        from tutti.collab.remote_session import RemoteMemberSession
+
+        return RemoteMemberSession(self, prompt_ids, prompt_nll=prompt_nll)
 
     def _token_id(self, token: str) -> int | None:
         if token.startswith("token_id:"):

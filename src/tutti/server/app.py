@@ -23,7 +23,7 @@ from tutti.errors import TuttiError
 from tutti.models.interface import Model, StreamChunk
 from tutti.server import protocol as P
 from tutti.server.metrics import server_metrics
-from tutti.server.worker import END, ContextTooLong, Job, ModelWorker, QueueFull
+from tutti.server.worker import END, ContextTooLong, Job, ModelWorker, QueueFull, TokenPrompt
 
 
 class APIError(Exception):
@@ -200,12 +200,24 @@ def create_app(server: Server) -> FastAPI:
     @app.post("/v1/completions", response_model=None)
     async def completions(body: P.CompletionRequest, request: Request) -> Any:
         server.check_key(request)
-        prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
+        prompts = _prompts(body.prompt)
         if not prompts:
             raise APIError(400, "prompt: give at least one prompt", param="prompt")
         return await _complete(server, request, body, prompts, chat=False)
 
     return app
+
+
+def _prompts(prompt: Any) -> list[Any]:
+    """The prompts of a completions request: strings, or :class:`TokenPrompt` for token ids."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if prompt and all(isinstance(t, int) for t in prompt):
+        return [TokenPrompt(tuple(prompt))]
+    out = [TokenPrompt(tuple(p)) if isinstance(p, list) else p for p in prompt]
+    if any(isinstance(p, TokenPrompt) and not p.ids for p in out):
+        raise APIError(400, "prompt: a token-id prompt needs at least one token", param="prompt")
+    return out
 
 
 def _model_card(model_id: str, created: int) -> dict[str, Any]:

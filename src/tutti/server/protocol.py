@@ -103,9 +103,12 @@ class ChatCompletionRequest(_Common):
 
 
 class CompletionRequest(_Common):
-    """``POST /v1/completions`` (one prompt string; ``logprobs`` is the number of alternatives)."""
+    """``POST /v1/completions`` (``logprobs`` is the number of alternatives).
 
-    prompt: str | list[str]
+    ``prompt`` is a string, a list of strings, a list of token ids or a list of token-id lists (OpenAI's legacy
+    shapes; ids are served for one greedy token with ``logprobs``, what remote ensemble members ask)."""
+
+    prompt: str | list[str] | list[int] | list[list[int]]
     logprobs: int | None = Field(None, ge=0, le=20)
     echo: bool = False
 

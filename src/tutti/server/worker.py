@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from tutti.errors import TuttiError
 from tutti.models.interface import GenerationOutput, Model, Prompt, SamplingParams, TokenLogprob
 from tutti.server.metrics import Metrics
@@ -93,13 +95,26 @@ class Job:
         return self.cancel.is_set() or time.monotonic() > self.deadline
 
 
+@dataclass(frozen=True)
+class TokenPrompt:
+    """A prompt given as token ids (``/v1/completions`` with ``prompt: [ids]``, OpenAI's legacy shape).
+
+    Served for what remote token-level members ask (one greedy token with ``logprobs``), exactly: the ids go
+    to the model's decoding session as they are, nothing is re-tokenised.
+    """
+
+    ids: tuple[int, ...]
+
+
 def prepare(job: Job, default_max_tokens: int) -> None:
     """Count prompt tokens and fix ``max_new_tokens`` (raises :class:`ContextTooLong`)."""
     encode = getattr(job.model, "encode", None)
     limit = getattr(job.model, "max_length", None)
-    n = len(encode(job.prompt)) if callable(encode) else 0
+    ids = isinstance(job.prompt, TokenPrompt)
+    n = len(job.prompt.ids) if ids else len(encode(job.prompt)) if callable(encode) else 0
+    counted = ids or callable(encode)
     want = job.max_tokens
-    if isinstance(limit, int) and callable(encode):
+    if isinstance(limit, int) and counted:
         if n >= limit or (want is not None and n + want > limit):
             raise ContextTooLong(
                 f"this model's maximum context length is {limit} tokens; the prompt has {n} tokens and "
@@ -109,6 +124,10 @@ def prepare(job: Job, default_max_tokens: int) -> None:
             want = min(default_max_tokens, limit - n)
     job.prompt_tokens = n
     job.params = job.make_params(default_max_tokens if want is None else want)
+    sessionable = hasattr(job.model, "open_session") or hasattr(job.model, "module")
+    if ids and not (sessionable and exact_topk_possible(job.model, job.params)):
+        raise TuttiError("token-id prompts are served only for one greedy token with logprobs (what a remote "
+                         "member of a token-level ensemble asks for); send text for anything else")
 
 
 def exact_topk_possible(model: Model, params: SamplingParams) -> bool:
@@ -117,13 +136,20 @@ def exact_topk_possible(model: Model, params: SamplingParams) -> bool:
             and params.n == 1 and hasattr(model, "tokenizer") and hasattr(model, "eos_token_ids"))
 
 
+@torch.inference_mode()
 def exact_topk(model: Any, prompts: list[Prompt], k: int) -> list[list[GenerationOutput]]:
     """Greedy one-token completions whose top alternatives are ``token_id:N`` (exact ids, for token ensembles).
 
     Equal to ``generate`` with ``max_new_tokens=1`` at temperature 0, but the alternatives keep their ids, so a
     remote caller can scatter them into its vocabulary without re-tokenising decoded text.
     """
-    lp = model.next_token_logprobs(prompts)  # (batch, vocab)
+    if any(isinstance(p, TokenPrompt) for p in prompts):  # ids go straight into a decoding session
+        from tutti.collab.engine import open_member_session
+
+        id_lists = [list(p.ids) if isinstance(p, TokenPrompt) else model.encode(p) for p in prompts]
+        lp = open_member_session(model, id_lists).logprobs().cpu()
+    else:
+        lp = model.next_token_logprobs(prompts)  # (batch, vocab)
     outs = []
     for p, row in zip(prompts, lp, strict=True):
         vals, ids = row.topk(k)
@@ -133,7 +159,7 @@ def exact_topk(model: Any, prompts: list[Prompt], k: int) -> list[list[Generatio
         text = "" if stop else model.tokenizer.decode([best], skip_special_tokens=True)
         outs.append([GenerationOutput(
             text=text, token_ids=() if stop else (best,), finish_reason="stop" if stop else "length",
-            prompt_tokens=len(model.encode(p)),
+            prompt_tokens=len(p.ids) if isinstance(p, TokenPrompt) else len(model.encode(p)),
             logprobs=(TokenLogprob(model.tokenizer.decode([best]), float(vals[0]), top),),
         )])
     return outs
@@ -232,7 +258,8 @@ class ModelWorker:
                     continue
                 if job.params is None and not self._ready_unlocked(job):
                     continue
-                if job.params == first.params and job.token_ids == first.token_ids:
+                same_kind = isinstance(job.prompt, TokenPrompt) == isinstance(first.prompt, TokenPrompt)
+                if job.params == first.params and job.token_ids == first.token_ids and same_kind:
                     self._jobs.remove(job)
                     batch.append(job)
         return batch
@@ -267,7 +294,8 @@ class ModelWorker:
         assert params is not None
         try:
             model, prompts = batch[0].model, [j.prompt for j in batch]
-            if batch[0].token_ids and exact_topk_possible(model, params):
+            ids_prompt = isinstance(batch[0].prompt, TokenPrompt)
+            if (batch[0].token_ids or ids_prompt) and exact_topk_possible(model, params):
                 outs = exact_topk(model, prompts, params.top_logprobs)
             else:
                 outs = model.generate(prompts, params=params)
