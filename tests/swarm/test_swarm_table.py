@@ -101,6 +101,8 @@ def test_aggregation_is_exact_on_hand_made_cells(tmp_path):
     assert "| uniform_soup | 40.0 ± 16.3 (3) |" in md and "| **model_swarms** | 50.0 ± 0.0 |" in md
     assert "| logic | 1 | 1 of 4 | crossover | 2 | patience | 25.0% |" in md
     assert "Model Swarms 50.0 is above the best baseline (uniform_soup, 40.0)" in md
+    # 70 s over 7 evaluations; paper size = x50 examples x 20 particles x 11 rounds
+    assert "took 10.0 s on average" in md and "at least 30.6 h" in md
 
 
 def _main(args: list[str], capsys) -> tuple[int, str]:
@@ -127,5 +129,8 @@ def test_cli_report_only_writes_its_section_and_keeps_the_others(tmp_path, capsy
     assert "routing figures" in text and "<!-- tutti:swarm:start -->" in text
     # TableSettings' max_new_tokens is not in the tag, so these are exactly the hand-made cells
     assert "PARTIAL: 4 of 7 cells missing" in text and "| uniform_soup | 50.0 ± 0.0 (3) |" in text
+    fresh = tmp_path / "new" / "results.md"
+    code, msg = _main(["bench", "swarm", "--report-only", *flags[:-4], "--out", str(fresh), "--img", str(tmp_path / "img")], capsys)
+    assert code == 0 and fresh.read_text().startswith("# Results\n")
     code, msg = _main(["bench", "swarm", "--report-only", "--methods", "unifrom_soup"], capsys)
     assert code == 2 and "uniform_soup" in msg

@@ -57,5 +57,9 @@ def register(bench_app: typer.Typer) -> None:
             counts = run_table(ts, ms, ks, s, root, log=lambda m: typer.echo(m, err=True))
             typer.echo(f"cells: {counts['done']} computed, {counts['skipped']} already there, "
                        f"{counts['failed']} failed", err=True)
+        if not out.exists():  # write_section's default title is the benchmarks page's
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text("# Results\n\nResult tables written by `tutti bench ...`; each section names the "
+                           "command that produced it.\n")
         write_section(out, "swarm", report(root, s, ts, ms, ks, command=command, machine=machine_line(), img=img))
         typer.echo(f"wrote section swarm of {out}")

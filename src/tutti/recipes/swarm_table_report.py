@@ -74,6 +74,19 @@ def rescued_share(swarm_scores: list[float], expert_scores: list[list[float]]) -
     return hit / n
 
 
+def cost_line(cells: dict[tuple[str, str, int], dict[str, Any]], s: TableSettings) -> str:
+    """What one dev evaluation cost here, and what a paper-size Model Swarms cell would cost at that rate."""
+    runs = [c for (_t, m, _k), c in cells.items() if m != EXPERTS and c.get("status") == "done"
+            and not c.get("copied_from") and c.get("evaluations")]
+    if not runs:
+        return "Cost: no finished cell yet."
+    per_eval = sum(c["seconds"] for c in runs) / sum(c["evaluations"] for c in runs)
+    full = per_eval * 200 / s.dev * 20 * 11  # 20 particles, >= 11 rounds (patience 10), 200 dev examples
+    return (f"Cost: one dev utility evaluation ({s.dev} examples) took {per_eval:.1f} s on average here; at that "
+            f"rate a paper-size Model Swarms cell (200 dev, 20 particles, at least 11 rounds before patience 10 "
+            f"can stop it) needs at least {full / 3600:.1f} h.")
+
+
 # ---------------------------------------------------------------------------------------------- plots
 def plot(cells: dict[tuple[str, str, int], dict[str, Any]], img: Path, experts: tuple[str, ...]) -> list[str]:
     """Write the utility-over-iterations plot and the expert-by-target heat map; returns markdown lines."""
@@ -166,6 +179,7 @@ def report(root: Path, s: TableSettings, targets: list[str], methods: list[str],
                 drows.append([t, m, "n/a", "", "", na["reason"][:80]])
     out += [md_table(["target", "method", "dev", "seconds", "evaluations", "seeds"], drows), ""]
     out += _analyses(cells, agg, targets, methods)
+    out += ["", cost_line(cells, s)]
     if img is not None:
         out += ["", *plot(cells, img, s.experts)]
     return "\n".join(out) + "\n"
