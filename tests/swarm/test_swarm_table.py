@@ -84,6 +84,11 @@ def test_aggregation_is_exact_on_hand_made_cells(tmp_path):
     assert a.n == 3 and a.test_mean == pytest.approx(0.4) and a.test_std == pytest.approx(math.sqrt(0.08 / 3))
     assert a.dev_mean == pytest.approx(0.2) and a.seconds == pytest.approx(20.0) and a.evaluations == 2
     assert mean_std([1.0]) == (1.0, 0.0)
+    from tutti.errors import TuttiError
+
+    with pytest.raises(TuttiError, match="--particles 1 is smaller than the 2 experts"):  # before any work
+        run_table(["logic"], ["model_swarms"], [1], TableSettings(particles=1, experts=("logic", "sentiment")),
+                  tmp_path / "none")
     from tutti.recipes.swarm_table import plan
 
     assert plan(["a", "b"], ["uniform_soup", "model_swarms", "best_single"], [1, 2]) == [

@@ -242,6 +242,9 @@ def run_table(targets: list[str], methods: list[str], seeds: list[int], s: Table
     s = s if s.experts else TableSettings(**{**asdict(s), "experts": tuple(trained_tasks())})
     for t in targets:
         target_tasks(t, data_root)  # fail before any work on a bad name
+    if SWARM in methods and s.particles < len(s.experts):
+        raise TuttiError(f"--particles {s.particles} is smaller than the {len(s.experts)} experts; the swarm "
+                         "starts from every expert (raise --particles or pass fewer --experts)")
     if base is None:
         from tutti.models.zoo import DEFAULT_MODEL, fetch
 
