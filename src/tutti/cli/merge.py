@@ -11,7 +11,8 @@ from tutti.errors import ConfigError
 HELP = """Merge checkpoints in weight space from a mergekit 0.1.5 YAML, unchanged.
 
 Runs any mergekit config (models / slices, base_model, parameters with gradients and filters, dtype, out_dtype,
-tokenizer_source, chat_template, model+lora) tensor by tensor with bounded memory, and writes OUT_DIR atomically.
+tokenizer_source / tokenizer (base, union or a model; different vocabularies are aligned), chat_template,
+model+lora) tensor by tensor with bounded memory, and writes OUT_DIR atomically.
 Use --list to see every method and its parameters, --dry-run to check a config and print the plan.
 """
 

@@ -179,7 +179,12 @@ def run_plan(plan: MergePlan, writer: StreamingWriter, options: ExecOptions,
 
     def load(job: TensorJob) -> list[Tensor]:
         refs = [*job.inputs, *([job.base] if job.base else [])]
-        return [load_input(plan.models[mi], n, dtype, job.truncate) for mi, n in refs]
+        tensors = [load_input(plan.models[mi], n, dtype, job.truncate) for mi, n in refs]
+        if plan.vocab is not None:  # tokenizer merging: realign vocab-indexed inputs to the output vocabulary
+            from tutti.merging.vocab import align_inputs
+
+            tensors = align_inputs(plan.vocab, job.name, tensors)
+        return tensors
 
     try:
         for i, job in enumerate(jobs):

@@ -87,6 +87,7 @@ class MergePlan:
     out_config: dict[str, Any]
     num_layers: int
     donor: ModelSource
+    vocab: Any = None  # tutti.merging.vocab.VocabPlan when the config sets a tokenizer
 
     def bytes_read(self) -> int:
         """Bytes read from the input checkpoints (each input tensor once)."""
@@ -191,8 +192,9 @@ def _check_param_names(config: MergeConfig, slices: list[OutputSlice], method: M
 
 
 class _Planner:
-    def __init__(self, config: MergeConfig, models: dict[str, ModelSource], *, unsafe_truncate: bool) -> None:
-        self.config, self.models, self.unsafe_truncate = config, models, unsafe_truncate
+    def __init__(self, config: MergeConfig, models: dict[str, ModelSource], *, unsafe_truncate: bool,
+                 vocab: Any = None) -> None:
+        self.config, self.models, self.unsafe_truncate, self.vocab = config, models, unsafe_truncate, vocab
         self.method = get_method(config.merge_method)
         self.index = {k: i for i, k in enumerate(models)}
         self.jobs: list[TensorJob] = []
@@ -275,7 +277,11 @@ class _Planner:
             method_params: dict[str, Any] = {"__copy__": True}
         else:
             method_params = self._params(out, rest, sl, t)
-        shape, truncate = self._shape(out, [*rest, *([base] if base else [])])
+        ins = [*rest, *([base] if base else [])]
+        if layer is None and self.vocab is not None and not self.vocab.identity and any(h in out for h in _VOCAB_HINTS):
+            shape, truncate = self._aligned_shape(out, ins, base_ref), None
+        else:
+            shape, truncate = self._shape(out, ins)
         dtype = self._dtype(rest[0])
         self.jobs.append(TensorJob(
             name=out, inputs=tuple((self.index[str(r)], n) for r, n in rest),
@@ -304,11 +310,21 @@ class _Planner:
             return common, common
         (r0, _), s0 = ins[0], shapes[0]
         i = next(i for i, s in enumerate(shapes) if s != s0)
-        hint = ("vocab sizes differ and aligning different vocabularies is not supported yet; pass "
-                "--unsafe-truncate-embeddings (unsafe_truncate_embeddings=True) to cut to the common rows" if vocab else "the models are not the same "
-                "architecture/size")
+        hint = ("vocab sizes differ; set 'tokenizer_source: union' (or base, or a model) to align the vocabularies, "
+                "or pass --unsafe-truncate-embeddings to cut to the common rows" if vocab else "the models are not the "
+                "same architecture/size")
         raise CheckpointError(f"tensor {out!r}: shape {list(s0)} in {r0} but {list(shapes[i])} in {ins[i][0]}; "
                               f"{hint}")
+
+    def _aligned_shape(self, out: str, ins: list[tuple[ModelRef, str]], base_ref: ModelRef | None) -> tuple[int, ...]:
+        from tutti.merging.vocab import plan_alignment
+
+        shapes = [tuple(self.models[str(r)].ckpt.info(n).shape) for r, n in ins]
+        if any(len(s) < 1 or s[1:] != shapes[0][1:] for s in shapes):
+            raise CheckpointError(f"tensor {out!r}: shapes {[list(s) for s in shapes]} differ beyond the vocab axis")
+        plan_alignment(self.vocab, out, [str(r) for r, _ in ins], [s[0] for s in shapes],
+                       str(base_ref) if base_ref is not None else None)
+        return (self.vocab.out_rows, *shapes[0][1:])
 
     def _dtype(self, first: tuple[ModelRef, str]) -> str:
         if self.config.out_dtype:
@@ -338,17 +354,22 @@ def make_plan(config: MergeConfig, *, allow_pickle: bool = False, unsafe_truncat
     """Open the inputs (headers only) and build the checked :class:`MergePlan`."""
     get_method(config.merge_method)  # unknown method: fail before touching any file
     models = models if models is not None else open_models(config, allow_pickle=allow_pickle)
+    vocab = None
     if config.tokenizer_source is not None or config.tokenizer is not None:
-        from tutti.merging.vocab import check_tokenizer_config
+        from tutti.merging.vocab import build_vocab_plan
 
-        check_tokenizer_config(config)
-    planner = _Planner(config, models, unsafe_truncate=unsafe_truncate_embeddings)
+        vocab = build_vocab_plan(config, models)
+    planner = _Planner(config, models, unsafe_truncate=unsafe_truncate_embeddings, vocab=vocab)
     jobs = planner.run()
     dup = [n for n, c in Counter(j.name for j in jobs).items() if c > 1]
     if dup:
         raise ConfigError(f"output tensor {dup[0]!r} would be written twice; check the slices' layer ranges")
     donor_key = str(config.base_model) if config.base_model else next(iter(models))
     donor = models[donor_key]
+    out_config = _out_config(config, donor, planner.out_layer)
+    if vocab is not None and not vocab.identity:
+        from tutti.merging.vocab import set_config_vocab
+
+        set_config_vocab(out_config, vocab.out_rows)
     return MergePlan(config=config, method=planner.method, models=list(models.values()), jobs=jobs,
-                     out_config=_out_config(config, donor, planner.out_layer), num_layers=planner.out_layer,
-                     donor=donor)
+                     out_config=out_config, num_layers=planner.out_layer, donor=donor, vocab=vocab)
