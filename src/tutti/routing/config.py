@@ -19,6 +19,8 @@ class RouterOptions(BaseModel):
         willingness: predicted quality one unit of cost is worth (0 = ignore cost).
         target_shares: calibrate so these shares of calls go to each member ...
         calibration_prompts: ... on these prompts (JSONL with ``input`` or one per line; default: matrix prompts).
+        store: save the fitted router, keyed by a hash of the matrix and these settings, and load it instead of
+            refitting next time: true (default) under ``$TUTTI_HOME/routers``, a folder, or false (always fit).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -33,6 +35,7 @@ class RouterOptions(BaseModel):
     willingness: float = Field(0.0, ge=0.0)
     target_shares: tuple[float, ...] | None = None
     calibration_prompts: str | None = None
+    store: bool | str = True
 
 
 class CascadeOptions(BaseModel):
@@ -42,8 +45,10 @@ class CascadeOptions(BaseModel):
         scorer: ``probability``, ``consistency`` or ``verifier``; ``scorer_options`` its settings.
         verifier: the verifier model (zoo name, path, composite) for ``scorer: verifier``.
         thresholds: acceptance threshold of each member but the last (required unless ``fit`` is given).
-        fit: learn thresholds on a task split at load time: ``{task, split: dev, metric: exact_match,
-            max_cost, cost_weight, limit, max_new_tokens}``.
+        fit: learn thresholds at load time, either from a dev correctness matrix with each member's answer
+            probability (``{matrix: dev/matrix.jsonl, columns, max_cost, cost_weight}``; scorer ``probability``;
+            no member is called) or by running the members on a task split (``{task, split: dev, metric:
+            exact_match, max_cost, cost_weight, limit, max_new_tokens}``).
         costs: cost of one call to each member (default 1 each).
     """
 
@@ -59,7 +64,8 @@ class CascadeOptions(BaseModel):
     @model_validator(mode="after")
     def _need(self) -> CascadeOptions:
         if self.thresholds is None and self.fit is None:
-            raise ValueError("give thresholds (one per member but the last) or fit: {task: ...} to learn them")
+            raise ValueError("give thresholds (one per member but the last) or fit: {matrix: ...} / {task: ...} "
+                             "to learn them")
         if self.scorer == "verifier" and self.verifier is None:
             raise ValueError("scorer 'verifier' needs options.verifier (a model)")
         return self

@@ -81,16 +81,29 @@ def evaluate_router(pred: torch.Tensor, scores: torch.Tensor, costs: Sequence[fl
     weak = int(c.argmin()) if weak is None else weak
     strong = int(acc.argmax()) if strong is None else strong
     curve = routing_curve(pred, scores, costs, weak=weak, strong=strong, points=points)
-    xs = [x for x, _ in curve]
-    if xs[0] > 0:
+    if curve[0][0] > 0:
         curve.insert(0, (0.0, curve[0][1]))
-    auc = sum((x1 - x0) * (y0 + y1) / 2 for (x0, y0), (x1, y1) in itertools.pairwise(curve))
     aw, as_ = float(acc[weak]), float(acc[strong])
-    gap = as_ - aw
-    apgr = (auc - aw) / gap if gap > 0 else float("nan")
+    auc, apgr, cpt50, cpt80 = curve_metrics(curve, aw, as_)
+    return RoutingReport(tuple(curve), auc, apgr, cpt50, cpt80, weak, strong, aw, as_,
+                         float(acc.max()), float(scores.max(1).values.float().mean()))
+
+
+def curve_metrics(curve: Sequence[tuple[float, float]], acc_weak: float, acc_strong: float
+                  ) -> tuple[float, float, float | None, float | None]:
+    """``(AUC, APGR, CPT(50%), CPT(80%))`` of an accuracy-vs-normalised-cost curve sorted by cost on [0, 1].
+
+    Any curve works (a router's, or a cascade's swept over its threshold); random routing between the two anchors
+    is the straight line, APGR 0.5.
+    """
+    auc = sum((x1 - x0) * (y0 + y1) / 2 for (x0, y0), (x1, y1) in itertools.pairwise(curve))
+    gap = acc_strong - acc_weak
+    apgr = (auc - acc_weak) / gap if gap > 0 else float("nan")
 
     def cpt(f: float) -> float | None:
-        goal = aw + f * gap
+        goal = acc_weak + f * gap
+        if curve and curve[0][1] >= goal:
+            return curve[0][0]
         for (x0, y0), (x1, y1) in itertools.pairwise(curve):
             if y0 >= goal:
                 return x0
@@ -98,8 +111,7 @@ def evaluate_router(pred: torch.Tensor, scores: torch.Tensor, costs: Sequence[fl
                 return x0 + (x1 - x0) * (goal - y0) / (y1 - y0)
         return None
 
-    return RoutingReport(tuple(curve), auc, apgr, cpt(0.5), cpt(0.8), weak, strong, aw, as_,
-                         float(acc.max()), float(scores.max(1).values.float().mean()))
+    return auc, apgr, cpt(0.5), cpt(0.8)
 
 
 def accuracy_at(pred: torch.Tensor, scores: torch.Tensor, **decision: object) -> tuple[float, torch.Tensor]:

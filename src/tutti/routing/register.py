@@ -28,7 +28,7 @@ def build_router_model(cfg: Any, members: Sequence[Any]) -> RouterModel:
     matrix = CorrectnessMatrix.load(o.matrix)
     model = train_router(members, matrix, router=o.router, router_options=o.router_options, features=o.features,
                          features_model=o.features_model, columns=o.columns, costs=o.costs,
-                         willingness=o.willingness, name=_name(cfg, members))
+                         willingness=o.willingness, name=_name(cfg, members), store=o.store)
     if o.target_shares is not None:
         prompts = read_prompts(o.calibration_prompts) if o.calibration_prompts else list(matrix.prompts)
         model.calibrate(prompts, o.target_shares)
@@ -46,9 +46,39 @@ def build_cascade(cfg: Any, members: Sequence[Any]) -> Cascade:
     n = len(members)
     thresholds = list(o.thresholds) if o.thresholds is not None else [0.0] * (n - 1)
     cascade = Cascade(members, scorer, thresholds, costs=o.costs, name=_name(cfg, members))
-    if o.fit is not None:
+    if o.fit is not None and "matrix" in o.fit:
+        if o.scorer != "probability":
+            raise TuttiError("cascade fit: a correctness matrix holds each member's answer probability, which is "
+                             "the 'probability' scorer; for another scorer learn on a task (fit: {task: ...})")
+        fit_from_matrix(cascade, dict(o.fit))
+    elif o.fit is not None:
         fit_from_task(cascade, dict(o.fit))
     return cascade
+
+
+def fit_from_matrix(cascade: Cascade, fit: dict[str, Any]) -> list[float]:
+    """Learn a cascade's thresholds from a dev correctness matrix with ``confidence`` (``tutti eval`` writes one).
+
+    ``fit``: ``matrix`` (JSONL path), ``columns`` (the matrix column of each member; default: the members'
+    names), ``max_cost``, ``cost_weight``. No member is called: the matrix already holds each member's answer
+    probability (the ``probability`` scorer's value) and score on every dev prompt.
+    """
+    from tutti.routing.cascade import learn_thresholds
+
+    known = {"matrix", "columns", "max_cost", "cost_weight"}
+    if set(fit) - known:
+        raise TuttiError(f"cascade fit from a matrix: unknown keys {sorted(set(fit) - known)}; known: {sorted(known)}")
+    matrix = CorrectnessMatrix.load(fit["matrix"])
+    columns = list(fit.get("columns") or [str(getattr(m, "name", "")) for m in cascade.members])
+    if len(columns) != len(cascade.members):
+        raise TuttiError(f"cascade fit: {len(columns)} columns for {len(cascade.members)} members")
+    sub = matrix.select(models=columns)
+    if sub.confidence is None:
+        raise TuttiError(f"cascade fit: {fit['matrix']} has no 'confidence' per model; write it with 'tutti eval' "
+                         "(generation tasks record each answer's probability)")
+    cascade.thresholds = learn_thresholds(sub.confidence, sub.scores, cascade.costs, max_cost=fit.get("max_cost"),
+                                          cost_weight=float(fit.get("cost_weight", 0.0)))
+    return cascade.thresholds
 
 
 def fit_from_task(cascade: Cascade, fit: dict[str, Any]) -> list[float]:

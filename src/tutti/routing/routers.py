@@ -33,6 +33,14 @@ class Router(Protocol):
         """``(n, m)`` predicted scores in [0, 1]."""
         ...
 
+    def state(self) -> dict[str, torch.Tensor]:
+        """The fitted parameters as plain tensors (what :func:`tutti.routing.store.save_router` writes)."""
+        ...
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> Any:
+        """Restore :meth:`state` instead of fitting; returns self."""
+        ...
+
 
 ROUTERS = Registry[Any]("router")
 
@@ -67,6 +75,15 @@ class KNNRouter:
         top, idx = sim.topk(k, dim=-1)
         w = top.clamp(min=1e-6)  # (n, k)
         return ((w.unsqueeze(-1) * self.y[idx]).sum(1) / w.sum(1, keepdim=True)).clamp(0.0, 1.0)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The memorised (normalised) features and scores."""
+        return {"x": self.x, "y": self.y}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> KNNRouter:
+        """Restore a memorised training set."""
+        self.x, self.y = state["x"].float(), state["y"].float()
+        return self
 
 
 class _Trained:
@@ -112,18 +129,32 @@ class HeadRouter(_Trained):
         """Binary cross-entropy per model (scores in [0, 1] are soft labels)."""
         _check(x, scores)
         torch.manual_seed(self.seed)
-        d, m = x.shape[1], scores.shape[1]
-        layers: list[torch.nn.Module] = ([torch.nn.Linear(d, self.hidden), torch.nn.GELU(),
-                                          torch.nn.Linear(self.hidden, m)] if self.hidden else [torch.nn.Linear(d, m)])
-        self.net = torch.nn.Sequential(*layers)
+        self._build(x.shape[1], scores.shape[1])
         xf, y = x.float().clone(), scores.float().clamp(0, 1)  # clone: features may be inference tensors
         self._train(self.net, lambda: torch.nn.functional.binary_cross_entropy_with_logits(self.net(xf), y))
         return self
+
+    def _build(self, d: int, m: int) -> None:
+        layers: list[torch.nn.Module] = ([torch.nn.Linear(d, self.hidden), torch.nn.GELU(),
+                                          torch.nn.Linear(self.hidden, m)] if self.hidden else [torch.nn.Linear(d, m)])
+        self.net = torch.nn.Sequential(*layers)
+        self.shape = (d, m)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """``(n, m)`` probabilities."""
         return torch.sigmoid(self.net(x.float()))
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The head's weights and its (features, models) shape."""
+        return {"shape": torch.tensor(self.shape), **{f"net.{k}": v for k, v in self.net.state_dict().items()}}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> HeadRouter:
+        """Rebuild the head and load its weights."""
+        self._build(*(int(v) for v in state["shape"]))
+        self.net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
+        self.net.eval()
+        return self
 
 
 @ROUTERS.register("mlp", pretty_name="MLP head")
@@ -167,7 +198,7 @@ class MFRouter(_Trained):
         m = scores.shape[1]
         if m < 2:
             raise TuttiError("the mf router needs at least two models")
-        self.net = _MF(x.shape[1], m, self.dim)
+        self.net, self.shape = _MF(x.shape[1], m, self.dim), (x.shape[1], m)
         xf, y = x.float().clone(), scores.float()
         a, b = torch.triu_indices(m, m, offset=1)
         diff = y[:, a] - y[:, b]  # (n, pairs)
@@ -192,6 +223,18 @@ class MFRouter(_Trained):
         win = torch.sigmoid(s.unsqueeze(-1) - s.unsqueeze(1))  # (n, m, m)
         return (win.sum(-1) - 0.5) / (m - 1)  # drop the diagonal's sigmoid(0) = 0.5
 
+    def state(self) -> dict[str, torch.Tensor]:
+        """The factor weights and the (features, models) shape."""
+        return {"shape": torch.tensor(self.shape), **{f"net.{k}": v for k, v in self.net.state_dict().items()}}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> MFRouter:
+        """Rebuild the factorisation and load its weights."""
+        self.shape = (int(state["shape"][0]), int(state["shape"][1]))
+        self.net = _MF(*self.shape, self.dim)
+        self.net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
+        self.net.eval()
+        return self
+
 
 @ROUTERS.register("random", pretty_name="random routing")
 class RandomRouter:
@@ -209,6 +252,15 @@ class RandomRouter:
         """``(n, m)`` uniform draws."""
         g = torch.Generator().manual_seed(self.seed)
         return torch.rand(x.shape[0], self.m, generator=g)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Only the number of models."""
+        return {"m": torch.tensor(self.m)}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> RandomRouter:
+        """Restore the number of models."""
+        self.m = int(state["m"])
+        return self
 
 
 def build_router(name: str, **kwargs: Any) -> Any:

@@ -63,6 +63,8 @@ class RouterModel:
         self.willingness = willingness
         self.offsets = offsets
         self.name = name
+        self.router_file: Path | None = None  # where the fitted router is stored (train_router with store=)
+        self.router_loaded = False  # True when it was read from there instead of fitted
 
     def predict(self, prompts: Sequence[Prompt]) -> torch.Tensor:
         """Predicted quality ``(n, members)`` of each member on each prompt."""
@@ -152,7 +154,8 @@ def read_prompts(path: str | Path) -> list[str]:
 
 def train_router(members: Sequence[Model], matrix: CorrectnessMatrix, *, router: str = "knn",
                  router_options: dict[str, Any] | None = None, features: str = "minilm",
-                 features_model: str | None = None, columns: Sequence[str] | None = None, **kw: Any) -> RouterModel:
+                 features_model: str | None = None, columns: Sequence[str] | None = None,
+                 store: bool | str | Path = False, **kw: Any) -> RouterModel:
     """Fit a router on ``matrix`` and wrap ``members`` with it.
 
     Args:
@@ -161,6 +164,8 @@ def train_router(members: Sequence[Model], matrix: CorrectnessMatrix, *, router:
         router: registered router name; ``router_options`` its settings.
         features: registered featurizer (``minilm`` or ``causal_lm``); ``features_model`` its model.
         columns: matrix column of each member (default: members' names if they are all columns, else order).
+        store: save the fitted router keyed by a hash of the matrix and the settings, and re-use it on the next
+            load (see :mod:`tutti.routing.store`): True for ``$TUTTI_HOME/routers``, or a folder; False: always fit.
         **kw: :class:`RouterModel` settings (costs, willingness, name).
     """
     from tutti.routing.features import FEATURIZERS
@@ -177,5 +182,24 @@ def train_router(members: Sequence[Model], matrix: CorrectnessMatrix, *, router:
     sub = matrix.select(models=columns)
     feat_cls = FEATURIZERS.get(features)
     featurizer = feat_cls(features_model) if features_model else feat_cls()
-    fitted = build_router(router, **(router_options or {})).fit(featurizer.features(list(sub.prompts)), sub.scores)
-    return RouterModel(members, fitted, featurizer, **kw)
+    fitted = build_router(router, **(router_options or {}))
+    path = None
+    if store is not False:
+        from tutti.routing.store import load_router_state, router_file, router_key
+
+        key = router_key(sub, router=router, router_options=router_options or {}, features=features,
+                         features_model=features_model)
+        path = router_file(key, None if store is True else store)
+        state = load_router_state(path)
+        if state is not None:
+            model = RouterModel(members, fitted.load_state(state), featurizer, **kw)
+            model.router_file, model.router_loaded = path, True
+            return model
+    fitted.fit(featurizer.features(list(sub.prompts)), sub.scores)
+    if path is not None:
+        from tutti.routing.store import save_router
+
+        save_router(path, fitted)
+    model = RouterModel(members, fitted, featurizer, **kw)
+    model.router_file, model.router_loaded = path, False
+    return model
