@@ -166,11 +166,12 @@ def run_experts_cell(cfg: Any, tests: list[Any], say: Callable[[str], None]) -> 
 
     ctx = BaselineContext(cfg, cfg.representation, say)
     dev, test, scores = [], [], []
-    for e in ctx.experts:
+    for name, e in zip(cfg.experts, ctx.experts, strict=True):
         dev.append(ctx.score(e))
         v, sc = _test(ctx, e, tests)
         test.append(v)
         scores.append(sc)
+        say(f"  expert {Path(name).name}: dev {dev[-1]:.3f}, test {v:.3f}")
     return {"dev": dev, "test": test, "test_scores": scores, "evaluations": ctx.evaluations}
 
 
