@@ -108,6 +108,8 @@ def _job_bytes(plan: MergePlan, job: TensorJob, dtype: torch.dtype | None) -> in
         per = DTYPE_BYTES.get(str(dtype).removeprefix("torch."), 4) if dtype else info.nbytes // max(
             torch.Size(info.shape).numel(), 1)
         total += torch.Size(info.shape).numel() * per
+    if plan.vocab is not None and job.name in plan.vocab.aligned:  # the realigned copies live beside the originals
+        total *= 2
     return total
 
 
