@@ -181,3 +181,64 @@ def test_a_failing_model_call_does_not_kill_the_worker(tiny, make_server) -> Non
             c.chat.completions.create(model="tiny", messages=CHAT, max_tokens=2, stream=True)
         ok = c.chat.completions.create(model="tiny", messages=CHAT, max_tokens=2, temperature=0)
         assert ok.usage.completion_tokens == 2
+
+
+def test_client_disconnect_cancels_queued_and_running_plain_requests(tiny, gated, make_server) -> None:
+    """Non-streamed requests whose clients give up: the queued one never runs, the running one is not delivered."""
+    slow = gated(tiny)
+    calls, handle = _forward_counter(tiny)
+    try:
+        with make_server({"tiny": slow}, max_batch_size=1) as srv:
+            body = {"model": "tiny", "prompt": "hello", "max_tokens": 4, "temperature": 0}
+            impatient = httpx.Timeout(30, read=0.5)
+            with pytest.raises(httpx.ReadTimeout):  # runs: the worker is held at the gate
+                httpx.post(srv.url + "/completions", json=body, timeout=impatient)
+            assert slow.entered.is_set()
+            with pytest.raises(httpx.ReadTimeout):  # waits in the queue behind it
+                httpx.post(srv.url + "/completions", json={**body, "prompt": "The cat"}, timeout=impatient)
+            assert srv.server.workers["tiny"].depth == 1  # still queued: the worker is held by the first
+            time.sleep(0.3)  # both handlers notice their clients left (polled every 50 ms)
+            slow.gate.set()
+            deadline = time.monotonic() + 10
+            while srv.server.metrics.value("cancelled_total", model="tiny") < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert srv.server.metrics.value("cancelled_total", model="tiny") == 2
+            assert calls[0] == 4  # only the running request decoded (4 tokens); the queued one was dropped
+            ok = httpx.post(srv.url + "/completions", json={**body, "max_tokens": 3}, timeout=30)
+            assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 3
+            metrics = httpx.get(srv.url[:-3] + "/metrics").text
+            assert 'tutti_requests_total{endpoint="/v1/completions",status="499"} 2' in metrics
+    finally:
+        handle.remove()
+
+
+def test_concurrent_streams_progress_together(repeater, tiny, make_server) -> None:
+    """Two streams: the second one's first chunk arrives before the first one ends; texts equal non-streamed."""
+    with make_server({"rep": repeater, "tiny": tiny}) as srv:
+        c = openai.OpenAI(base_url=srv.url, api_key="-", max_retries=0, timeout=60)
+        for model, n in (("rep", 60), ("tiny", 24)):
+            stamps: dict[str, list[float]] = {"a": [], "b": []}
+            texts: dict[str, str] = {}
+            started = threading.Event()
+
+            def read(key: str, prompt: str, model: str = model, n: int = n, stamps=stamps, texts=texts,
+                     started=started) -> None:
+                parts = []
+                for ch in c.completions.create(model=model, prompt=prompt, max_tokens=n, temperature=0, stream=True):
+                    stamps[key].append(time.monotonic())
+                    started.set()
+                    parts.append(ch.choices[0].text if ch.choices else "")
+                texts[key] = "".join(parts)
+
+            a = threading.Thread(target=read, args=("a", "hello"))
+            a.start()
+            assert started.wait(30)
+            b = threading.Thread(target=read, args=("b", "The cat"))
+            b.start()
+            a.join()
+            b.join()
+            if model == "rep":
+                assert stamps["b"][0] < stamps["a"][-1]  # b did not wait for a to finish
+            for key, prompt in (("a", "hello"), ("b", "The cat")):
+                plain = c.completions.create(model=model, prompt=prompt, max_tokens=n, temperature=0)
+                assert texts[key] == plain.choices[0].text

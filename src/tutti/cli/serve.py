@@ -13,8 +13,10 @@ HELP = """Serve models and composites behind an OpenAI-compatible HTTP API.
 
 TARGET is a serve config YAML (a 'models' list of {id, model | composite | remote}) or a single model (zoo name,
 folder, hub id) served under its own name. Routes: GET /v1/models, POST /v1/chat/completions, POST
-/v1/completions (stream: true gives server-sent events), GET /health, GET /metrics (Prometheus). Binds
-127.0.0.1 unless --host says otherwise. The API key comes from --api-key, else $TUTTI_API_KEY, else the config.
+/v1/completions (stream: true gives server-sent events; also token-id prompts for remote ensemble members), GET
+/health, GET /metrics (Prometheus). Compatible requests batch; greedy streams progress together; a client that
+disconnects cancels its request; a full queue answers 503. Binds 127.0.0.1 unless --host says otherwise. The API
+key comes from --api-key, else $TUTTI_API_KEY, else the config.
 """
 
 

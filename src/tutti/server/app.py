@@ -12,18 +12,20 @@ import hmac
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from tutti.errors import TuttiError
 from tutti.models.interface import Model, StreamChunk
 from tutti.server import protocol as P
 from tutti.server.metrics import server_metrics
 from tutti.server.worker import END, ContextTooLong, Job, ModelWorker, QueueFull, TokenPrompt
+
+POLL_S = 0.05  # how often a waiting handler checks that its client is still connected
 
 
 class APIError(Exception):
@@ -156,22 +158,17 @@ def create_app(server: Server) -> FastAPI:
     async def _api_error(_: Request, e: APIError) -> JSONResponse:
         return e.response()
 
+    @app.exception_handler(ClientGone)
+    async def _gone(_: Request, e: ClientGone) -> Response:
+        return Response(status_code=499)  # nginx's "client closed request": nobody reads it, the metrics do
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
         err = e.errors()[0]
         loc = [str(x) for x in err.get("loc", ()) if x != "body"]
         return APIError(400, f"{'.'.join(loc) or 'body'}: {err.get('msg')}", param=".".join(loc) or None).response()
 
-    @app.middleware("http")
-    async def _count(request: Request, call_next: Any) -> Any:
-        t0 = time.monotonic()
-        response = await call_next(request)
-        path = request.url.path
-        if path.startswith("/v1/"):
-            server.metrics.inc("requests_total", endpoint=path, status=str(response.status_code))
-            if not isinstance(response, StreamingResponse) or response.status_code != 200:
-                server.metrics.observe("request_latency_seconds", time.monotonic() - t0, endpoint=path)
-        return response
+    app.add_middleware(_CountRequests, server=server)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -206,6 +203,36 @@ def create_app(server: Server) -> FastAPI:
         return await _complete(server, request, body, prompts, chat=False)
 
     return app
+
+
+class _CountRequests:
+    """Counts ``/v1/`` requests by status and observes latency (streams observe their own at the end).
+
+    A plain ASGI middleware: Starlette's ``BaseHTTPMiddleware`` wraps ``receive`` so that a handler can no
+    longer see its client disconnect (``Request.is_disconnected`` stays False).
+    """
+
+    def __init__(self, app: Any, server: Server) -> None:
+        self.app, self.server = app, server
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        t0, seen = time.monotonic(), {"status": 500, "stream": False}
+
+        async def watch(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+                headers = dict(message.get("headers") or [])
+                seen["stream"] = headers.get(b"content-type", b"").startswith(b"text/event-stream")
+                self.server.metrics.inc("requests_total", endpoint=path, status=str(seen["status"]))
+                if not seen["stream"] or seen["status"] != 200:
+                    self.server.metrics.observe("request_latency_seconds", time.monotonic() - t0, endpoint=path)
+            await send(message)
+
+        await self.app(scope, receive, watch)
 
 
 def _prompts(prompt: Any) -> list[Any]:
@@ -253,10 +280,13 @@ async def _complete(server: Server, request: Request, body: Any, prompts: list[A
         server.metrics.inc("rejected_total", model=body.model)
         raise APIError(503, str(e), "server_error", "overloaded") from None
     if body.stream:
-        return await _stream(server, jobs[0], body, chat=chat)
+        return await _stream(server, request, jobs[0], body, chat=chat)
     try:
-        groups = await asyncio.wait_for(asyncio.gather(*(j.future for j in jobs)),
-                                        timeout=server.request_timeout_s)
+        groups = await _until_done_or_gone(request, asyncio.gather(*(j.future for j in jobs)), deadline)
+    except ClientGone:
+        for j in jobs:  # the worker drops them from the queue, or does not deliver a batch that already runs
+            j.cancel.set()
+        raise
     except TimeoutError:
         for j in jobs:
             j.cancel.set()
@@ -274,11 +304,34 @@ async def _complete(server: Server, request: Request, body: Any, prompts: list[A
     return P.completion_response(body.model, groups, echo, as_ids)
 
 
-async def _stream(server: Server, job: Job, body: Any, *, chat: bool) -> StreamingResponse:
+class ClientGone(Exception):
+    """The HTTP client disconnected before its answer was ready."""
+
+
+async def _until_done_or_gone(request: Request, waiting: Awaitable[Any], deadline: float) -> Any:
+    """Await ``waiting`` until ``deadline`` (``TimeoutError``), checking every ``POLL_S`` whether the client is
+    still connected (:class:`ClientGone` when not): a non-streamed request has no send to fail on."""
+    task = asyncio.ensure_future(waiting)
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            done, _ = await asyncio.wait({task}, timeout=min(POLL_S, left))
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                raise ClientGone
+    finally:
+        if not task.done():
+            task.cancel()
+
+
+async def _stream(server: Server, request: Request, job: Job, body: Any, *, chat: bool) -> StreamingResponse:
     t0 = time.monotonic()
     assert job.chunks is not None
     try:  # the first item decides the HTTP status: errors before any token get a proper error response
-        first = await asyncio.wait_for(job.chunks.get(), timeout=max(0.0, job.deadline - t0))
+        first = await _until_done_or_gone(request, job.chunks.get(), job.deadline)
     except TimeoutError:
         job.cancel.set()
         raise APIError(504, "request timed out before the first token", "timeout", "timeout") from None

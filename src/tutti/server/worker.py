@@ -6,10 +6,15 @@ The worker is the only thread that calls its model, so a model needs no thread s
 2. The worker takes the oldest job, *prepares* it (counts prompt tokens, clamps ``max_tokens`` to the context
    left, builds :class:`SamplingParams`), waits up to ``batch_wait_s`` for more, and takes every waiting job
    with the same model and parameters (up to ``max_batch_size``) into one ``generate`` call.
-3. A streaming job runs alone through ``model.stream``; each chunk is handed to the event loop at once, so a
-   slow reader never holds the worker. Between chunks the worker checks the job's cancel event (set when the
-   client disconnects) and its deadline, and closes the model's stream, which stops the decoding loop.
-4. A failing batch is retried one job at a time, so one bad prompt cannot fail its neighbours.
+3. A greedy stream on an in-process HF model joins the worker's open streams (:mod:`.streams`): the worker
+   decodes one token for each open stream in turn and takes new requests between steps, so concurrent
+   streams progress together and a new request never waits for a long stream to end. Other streams
+   (sampled, composites, remote) run alone through ``model.stream``. Each chunk is handed to the event loop
+   at once, so a slow reader never holds the worker. Between chunks the worker checks the job's cancel event
+   (set when the client disconnects) and its deadline, and stops decoding.
+4. A non-streamed job whose client disconnects is dropped from the queue, or, when its batch already runs,
+   not delivered (both count in ``cancelled_total``).
+5. A failing batch is retried one job at a time, so one bad prompt cannot fail its neighbours.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import torch
 from tutti.errors import TuttiError
 from tutti.models.interface import GenerationOutput, Model, Prompt, SamplingParams, TokenLogprob
 from tutti.server.metrics import Metrics
+from tutti.server.streams import SteppedStream, steppable
 
 END = object()  # end of a stream
 
@@ -111,8 +117,13 @@ def prepare(job: Job, default_max_tokens: int) -> None:
     encode = getattr(job.model, "encode", None)
     limit = getattr(job.model, "max_length", None)
     ids = isinstance(job.prompt, TokenPrompt)
-    n = len(job.prompt.ids) if ids else len(encode(job.prompt)) if callable(encode) else 0
     counted = ids or callable(encode)
+    try:
+        n = len(job.prompt.ids) if ids else len(encode(job.prompt)) if callable(encode) else 0
+    except TuttiError:  # e.g. a remote model without a local tokenizer: it has no context limit to check
+        if isinstance(limit, int):
+            raise
+        n, counted = 0, False
     want = job.max_tokens
     if isinstance(limit, int) and counted:
         if n >= limit or (want is not None and n + want > limit):
@@ -133,7 +144,8 @@ def prepare(job: Job, default_max_tokens: int) -> None:
 def exact_topk_possible(model: Model, params: SamplingParams) -> bool:
     """Whether a one-token greedy request with top log-probs can be answered exactly from the full distribution."""
     return (params.max_new_tokens == 1 and params.greedy and params.top_logprobs > 0 and not params.stop
-            and params.n == 1 and hasattr(model, "tokenizer") and hasattr(model, "eos_token_ids"))
+            and params.n == 1 and not getattr(model, "sparse_logprobs", False)  # a remote model: pass it on
+            and hasattr(model, "tokenizer") and hasattr(model, "eos_token_ids"))
 
 
 @torch.inference_mode()
@@ -193,6 +205,7 @@ class ModelWorker:
         self._jobs: deque[Job] = deque()
         self._cv = threading.Condition()
         self._closed = False
+        self._streams: list[tuple[Job, SteppedStream]] = []  # open greedy streams, stepped in turn
         self._thread = threading.Thread(target=self._loop, name=f"tutti-worker-{model_id}", daemon=True)
         self._thread.start()
 
@@ -223,10 +236,11 @@ class ModelWorker:
 
     # ---------------------------------------------------------------------------------------------- thread
     def _take(self) -> Job | None:
+        """The oldest waiting job; waits for one only while no stream is open (open streams need steps)."""
         with self._cv:
-            while not self._jobs and not self._closed:
+            while not self._jobs and not self._closed and not self._streams:
                 self._cv.wait()
-            return None if self._closed else self._jobs.popleft()
+            return None if self._closed or not self._jobs else self._jobs.popleft()
 
     def _ready(self, job: Job) -> bool:
         """Prepare a job; False (and the handler told why) when it cannot run."""
@@ -271,23 +285,60 @@ class ModelWorker:
         return False
 
     def _loop(self) -> None:
-        while (job := self._take()) is not None:
-            batch = [job]
-            try:
-                if not self._ready(job):
-                    continue
-                batch = self._companions(job)
-                now = time.monotonic()
-                for j in batch:
-                    self.metrics.observe("queue_wait_seconds", now - j.enqueued, model=self.model_id)
-                if job.stream:
-                    self._run_stream(job)
+        while not self._closed:
+            if (job := self._take()) is not None:
+                self._start(job)
+            if self._streams:
+                self._step_streams()
+        for job, _ in self._streams:
+            job.deliver(TuttiError("server shutting down"))
+
+    def _start(self, job: Job) -> None:
+        batch = [job]
+        try:
+            if not self._ready(job):
+                return
+            batch = self._companions(job)
+            now = time.monotonic()
+            for j in batch:
+                self.metrics.observe("queue_wait_seconds", now - j.enqueued, model=self.model_id)
+            if job.stream:
+                assert job.params is not None
+                if steppable(job.model, job.prompt, job.params):  # progresses together with other streams
+                    self._streams.append((job, SteppedStream(job.model, job.prompt, job.params)))
+                    self.metrics.inc("prompt_tokens_total", job.prompt_tokens, model=self.model_id)
                 else:
-                    self.metrics.observe("batch_size", len(batch), model=self.model_id)
-                    self._run_batch(batch)
-            except Exception as e:  # never let the worker thread die: fail the jobs at hand instead
-                for j in batch:
-                    j.deliver(e)
+                    self._run_stream(job)
+            else:
+                self.metrics.observe("batch_size", len(batch), model=self.model_id)
+                self._run_batch(batch)
+        except Exception as e:  # never let the worker thread die: fail the jobs at hand instead
+            for j in batch:
+                j.deliver(e)
+
+    def _step_streams(self) -> None:
+        """One token for every open stepped stream; finished, failed and cancelled streams leave the set."""
+        for entry in list(self._streams):
+            job, st = entry
+            if job.dead:
+                self.metrics.inc("cancelled_total", model=self.model_id)
+                if not job.cancel.is_set():
+                    job.deliver(TimeoutError("request timed out while streaming"))
+                self._streams.remove(entry)
+                continue
+            try:
+                chunks = st.step()
+            except Exception as e:
+                job.deliver(e)
+                self._streams.remove(entry)
+                continue
+            for chunk in chunks:
+                if chunk.token_id is not None and chunk.finish_reason is None:
+                    self.metrics.inc("completion_tokens_total", 1, model=self.model_id)
+                job.deliver(chunk)
+            if st.done:
+                job.deliver(END)
+                self._streams.remove(entry)
 
     def _run_batch(self, batch: list[Job]) -> None:
         params = batch[0].params
@@ -308,6 +359,9 @@ class ModelWorker:
             return
         for j, o in zip(batch, outs, strict=True):
             self._count(j, o)
+            if j.cancel.is_set():  # its client went away while the batch ran: nobody to deliver to
+                self.metrics.inc("cancelled_total", model=self.model_id)
+                continue
             j.deliver(o)
 
     def _count(self, job: Job, outs: list[GenerationOutput]) -> None:
