@@ -100,6 +100,9 @@ def test_aggregation_is_exact_on_hand_made_cells(tmp_path):
     assert initial_rank({"initial_utilities": [0.5, 0.9, 0.5], "best_particle": 2, "n_experts": 3}) == (3, 3, True)
     # question 3: the swarm is right and neither expert is; question 1: expert 1 is right too
     assert rescued_share([1, 0, 1, 0], [[1, 0, 0, 0], [0, 0, 0, 1]]) == 0.25
+    from tutti.recipes.swarm_table_report import any_right
+
+    assert any_right([[1, 0, 0, 0], [0, 0, 0, 1]]) == 0.5
     md = report(tmp_path, TINY, ["logic"], ["uniform_soup", "model_swarms"], [1, 2, 3], command="tutti bench swarm",
                 machine="test machine")
     assert "PARTIAL: 2 of 7 cells missing" in md
@@ -108,6 +111,8 @@ def test_aggregation_is_exact_on_hand_made_cells(tmp_path):
     assert "Model Swarms 50.0 is above the best baseline (uniform_soup, 40.0)" in md
     # 70 s over 7 evaluations; paper size = x50 examples x 20 particles x 11 rounds
     assert "took 10.0 s on average" in md and "at least 30.6 h" in md
+    assert "| logic | e_high | 50.0 | 50.0 |" in md  # best expert on test, and the any-expert ceiling
+    assert "steps of 25.0 points" in md and "2 particles (paper 20)" in md
 
 
 def _main(args: list[str], capsys) -> tuple[int, str]:
