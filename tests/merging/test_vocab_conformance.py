@@ -205,3 +205,23 @@ def test_stripping_bpe_tokens_drops_the_merges_that_make_them(vocab_models: dict
     assert len(tok) == 384 and not stripped & set(tok.get_vocab())
     assert tok.decode(tok(TEXT)["input_ids"]) == TEXT
     assert json.loads((out / "config.json").read_text())["vocab_size"] == 384
+
+
+def test_cli_runs_a_tokenizer_yaml_and_exits_2_on_a_bad_rule(vocab_models: dict[str, Path], tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from transformers import AutoTokenizer
+
+    from tutti.cli.main import main
+
+    config = _sub(CASES["tokens_linear"], vocab_models)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(config, allow_unicode=True))
+    main(["merge", str(cfg), str(tmp_path / "out"), "--no-progress", "--threads", "1"])
+    assert {"<tool>", "<new>", "<x>"} <= set(AutoTokenizer.from_pretrained(tmp_path / "out").get_vocab())
+    config["tokenizer"]["tokens"] = {"<tool>": {"source": str(vocab_models["U0"])}}
+    cfg.write_text(yaml.safe_dump(config, allow_unicode=True))
+    with pytest.raises(SystemExit) as e:
+        main(["merge", str(cfg), str(tmp_path / "bad")])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "does not have that token" in err and "\n" not in err
+    assert not (tmp_path / "bad").exists()
