@@ -18,8 +18,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tutti.config._io import read_yaml, validate
 from tutti.errors import ConfigError
 
 Member = str | dict[str, Any]
@@ -114,26 +115,12 @@ def parse_composite(data: dict[str, Any], *, source: str = "composite config") -
     """Validate a composite dict; errors become one-line :class:`ConfigError` messages naming the key."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping with 'strategy' and 'members', got {type(data).__name__}")
-    try:
-        return CompositeConfig.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        raise ConfigError(f"{source}: {loc}: {err['msg']} (fix this key; see docs/composites.md)") from None
+    return validate(CompositeConfig, data, source=source, hint="see docs/composites.md")
 
 
 def load_composite_config(path: str | Path) -> CompositeConfig:
     """Read and validate a composite YAML file."""
-    import yaml
-
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read composite config ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: invalid YAML ({str(e).splitlines()[0]})") from None
-    return parse_composite(data, source=str(p))
+    return parse_composite(read_yaml(path, what="composite config"), source=str(path))
 
 
 def is_composite_dict(data: Any) -> bool:

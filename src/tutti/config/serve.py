@@ -22,8 +22,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tutti.config._io import read_yaml, validate
 from tutti.errors import ConfigError
 
 
@@ -132,33 +133,17 @@ class ServeConfig(BaseModel):
         return None
 
 
-def _short(e: ValidationError) -> str:
-    err = e.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "config"
-    return f"{where}: {err['msg']}"
-
-
 def parse_serve_config(data: dict[str, Any], *, source: str = "config") -> ServeConfig:
     """Validate a dict as a :class:`ServeConfig`; raises :class:`ConfigError` with a one-line message."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a serve config is a mapping with a 'models' list")
-    try:
-        return ServeConfig.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(f"{source}: {_short(e)}") from None
+    return validate(ServeConfig, data, source=source)
 
 
 def load_serve_config(path: str | Path) -> ServeConfig:
     """Read and validate a serve YAML file; relative composite paths are resolved against its folder."""
-    import yaml
-
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    data = read_yaml(p, what="serve config")
     if isinstance(data, dict):
         for m in data.get("models") or []:
             comp = m.get("composite") if isinstance(m, dict) else None

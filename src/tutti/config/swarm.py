@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tutti.config._io import read_yaml, validate
 from tutti.errors import ConfigError
 
 Representation = Literal["lora_factors", "lora_delta", "dense"]
@@ -125,12 +126,7 @@ def _check_split(u: UtilityConfig, allow_test: bool) -> None:
 
 def swarm_config_from_dict(data: dict[str, Any], *, source: str = "config") -> SwarmConfig:
     """Validate a dict as a :class:`SwarmConfig`, raising a one-line :class:`ConfigError`."""
-    try:
-        return SwarmConfig.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        raise ConfigError(f"{source}: {where}: {err['msg']} ({len(e.errors())} error(s) in all)") from None
+    return validate(SwarmConfig, data, source=source)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -153,12 +149,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def load_swarm_config(path: str | Path, overrides: list[str] | None = None) -> SwarmConfig:
     """Read a YAML swarm config; relative expert/task/base paths are resolved against the file's folder."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: no such swarm config file")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    data = read_yaml(p, what="swarm config") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: the top level must be a mapping")
     data = apply_overrides(data, overrides or [])
