@@ -15,6 +15,10 @@ TASK is a zoo task name (tutti.zoo), a folder with dev.jsonl/test.jsonl, or one 
 OUT/<model>/predictions.jsonl and summary.json (accuracy, tokens generated, model calls, wall time), and
 OUT/matrix.jsonl: the prompts x models correctness matrix that routers train on.
 
+Honest baseline: --compute-matched MEMBER also evaluates MEMBER's self-consistency (a vote over its own samples,
+temperature 0.7) with as many samples as each composite spends model calls per example, so a composite that
+calls members k times is shown beside one model given the same k calls.
+
 Example: tutti eval smollm2-135m-instruct router.yaml --task arithmetic --split dev --limit 50 --out runs/arith
 """
 
@@ -29,6 +33,13 @@ def _parse_options(items: list[str]) -> dict[str, object]:
             raise TuttiError(f"--option {it!r}: use key=value (value is read as YAML, e.g. max_new_tokens=64)")
         out[key] = yaml.safe_load(value)
     return out
+
+
+def compute_matched_config(member: str, samples: int, *, temperature: float = 0.7, extract: str = "answer"
+                           ) -> dict[str, object]:
+    """The ``vote`` composite that spends ``samples`` calls of one model per prompt (self-consistency)."""
+    return {"strategy": "vote", "members": [member],
+            "options": {"samples": samples, "temperature": temperature, "extract": extract}}
 
 
 def register(app: typer.Typer) -> None:
@@ -48,6 +59,11 @@ def register(app: typer.Typer) -> None:
         chat: bool = typer.Option(True, "--chat/--no-chat", help="Send inputs as a user message (chat template)."),
         option: list[str] = typer.Option([], "--option", help="Utility option key=value (repeatable)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+        compute_matched: str = typer.Option(None, "--compute-matched", help="A model: also evaluate its "
+                                            "self-consistency with as many samples as each composite's model calls "
+                                            "per example (the same compute spent on one model)."),
+        extract: str = typer.Option("answer", "--extract", help="Answer extractor of the --compute-matched vote "
+                                    "(answer | number | choice | exact)."),
     ) -> None:
         from rich.console import Console
         from rich.table import Table
@@ -69,6 +85,18 @@ def register(app: typer.Typer) -> None:
         dest = out or Path("runs") / "eval" / f"{slug(Path(task).stem)}-{split}"
         results, _ = evaluate_many(loaded, task, out_dir=dest, names=names, split=split, utility=utility,
                                    options=opts, limit=limit, batch_size=batch_size, progress=progress)
+        if compute_matched is not None:
+            from tutti.evaluation.harness import evaluate
+
+            for n, r in list(zip(names, results, strict=True)):
+                k = round(r.model_calls / max(r.examples, 1))
+                if k <= 1:
+                    continue
+                sc_name = f"self-consistency x{k} of {Path(compute_matched).name} (matches {n})"
+                vote = tutti.collab.load(compute_matched_config(compute_matched, k, extract=extract))
+                names.append(sc_name)
+                results.append(evaluate(vote, task, out_dir=dest / slug(sc_name), split=split, utility=utility,
+                                        options=opts, limit=limit, batch_size=batch_size, progress=progress))
         table = Table(title=f"{task} ({split})")
         for col in ("model", "utility", "accuracy", "examples", "tokens", "calls", "seconds"):
             table.add_column(col)
