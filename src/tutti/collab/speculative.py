@@ -88,7 +88,9 @@ class SpeculativeModel:
     def __init__(self, target: Any, draft: Any, *, num_draft_tokens: int = 4, name: str = "speculative") -> None:
         for m in (target, draft):
             if not hasattr(m, "module"):
-                raise TuttiError(f"speculative members must be models or merges, got composite {m.name!r}")
+                kind = "remote endpoint" if type(m).__name__ == "RemoteModel" else "composite"
+                raise TuttiError(f"speculative members must be in-process models or merges (the target verifies "
+                                 f"drafts in one forward pass over its own KV cache), got {kind} {m.name!r}")
         self.target, self.draft, self.k, self.name = target, draft, num_draft_tokens, name
         self.shared = target.tokenizer.get_vocab() == draft.tokenizer.get_vocab()
         self.ttb = TokenBytes(target.tokenizer, target.vocab_size)
