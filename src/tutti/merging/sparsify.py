@@ -10,7 +10,9 @@ one (``"l1"``); the DARE/DELLA papers divide each kept element by its keep proba
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from tutti.errors import ConfigError
@@ -28,32 +30,79 @@ def rescale_l1(delta: Tensor, masked: Tensor, eps: float = 1e-7) -> Tensor:
     return masked * (before / after)
 
 
-_SAMPLE = 1 << 20
+_SAMPLE = 1 << 15
+
+
+def select(w: Tensor, k: int) -> tuple[Tensor, int, int]:
+    """The ``k``-th smallest value (1-based) of flat ``w``, exactly, with how many elements are below and equal to it.
+
+    Tensors above ``8 * _SAMPLE`` elements use a random sample to bracket the answer, count the elements below the
+    bracket, and run an exact ``kthvalue`` on the few candidates inside it (a full ``kthvalue`` if the bracket
+    misses), so the cost is a few vectorised passes instead of a selection over every element; the result never
+    depends on the sample.
+    """
+    n = w.numel()
+    if n > 8 * _SAMPLE:
+        g = torch.Generator(device="cpu").manual_seed(n ^ k)
+        sample = w[torch.randint(n, (_SAMPLE,), generator=g).to(w.device)]
+        q = k / n
+        margin = 6 * (q * (1 - q) / _SAMPLE) ** 0.5 + 2 / _SAMPLE
+        lo_v = torch.kthvalue(sample, max(1, int((q - margin) * _SAMPLE))).values if q - margin > 0 else None
+        hi_v = torch.kthvalue(sample, min(_SAMPLE, int((q + margin) * _SAMPLE) + 1)).values \
+            if q + margin < 1 else None
+        below = int(torch.count_nonzero(w < lo_v)) if lo_v is not None else 0
+        if lo_v is None:
+            cand = w[w <= hi_v] if hi_v is not None else w
+        else:
+            cand = w[(w >= lo_v) & (w <= hi_v)] if hi_v is not None else w[w >= lo_v]
+        r = k - below
+        if 1 <= r <= cand.numel():
+            v = torch.kthvalue(cand, r).values
+            return v, below + int(torch.count_nonzero(cand < v)), int(torch.count_nonzero(cand == v))
+    v = torch.kthvalue(w, k).values
+    return v, int(torch.count_nonzero(w < v)), int(torch.count_nonzero(w == v))
 
 
 def kth_smallest(w: Tensor, k: int) -> Tensor:
-    """The ``k``-th smallest value (1-based) of flat ``w``, exactly, in O(n).
+    """The ``k``-th smallest value (1-based) of flat ``w``, exactly, in O(n) (see :func:`select`)."""
+    return select(w, k)[0]
 
-    Large tensors use a sample to bracket the answer, then an exact ``kthvalue`` on the few candidates inside the
-    bracket (falling back to a full ``kthvalue`` if the bracket misses); the result never depends on the sample.
+
+def _below(v: Tensor) -> float:
+    """The largest float of ``v``'s dtype below ``v`` (so ``x > _below(v)`` is ``x >= v``)."""
+    return float(torch.nextafter(v, torch.tensor(float("-inf"), dtype=v.dtype)))
+
+
+def _band(delta: Tensor, w: Tensor, lo: int, hi: int) -> Tensor | None:
+    """``delta`` with only the entries whose magnitude rank (ascending, flat ``w = |delta|``) is in ``[lo, hi)``.
+
+    Float-only passes (``threshold``, ``copysign``; no boolean masks over the whole tensor). Equal magnitudes that
+    straddle a band edge are ranked by element index, as :func:`rank_band_mask` does. Returns ``None`` when the
+    whole band lies inside one run of equal magnitudes (the caller then uses :func:`rank_band_mask`).
     """
     n = w.numel()
-    if n <= 4 * _SAMPLE:
-        return torch.kthvalue(w, k).values
-    g = torch.Generator(device="cpu").manual_seed(n ^ k)
-    sample = w[torch.randint(n, (_SAMPLE,), generator=g).to(w.device)]
-    q = k / n
-    margin = 6 * (q * (1 - q) / _SAMPLE) ** 0.5 + 2 / _SAMPLE
-    lo_i = max(1, int((q - margin) * _SAMPLE))
-    hi_i = min(_SAMPLE, int((q + margin) * _SAMPLE) + 1)
-    lo_v = torch.kthvalue(sample, lo_i).values if q - margin > 0 else torch.tensor(float("-inf"), dtype=w.dtype)
-    hi_v = torch.kthvalue(sample, hi_i).values if q + margin < 1 else torch.tensor(float("inf"), dtype=w.dtype)
-    below = int((w < lo_v).sum())
-    cand = w[(w >= lo_v) & (w <= hi_v)]
-    r = k - below
-    if 1 <= r <= cand.numel():
-        return torch.kthvalue(cand, r).values
-    return torch.kthvalue(w, k).values
+    kept, v_lo, lo_idx, v_hi, hi_idx = w, None, None, None, None
+    if lo > 0:
+        v_lo, less, eq = select(w, lo + 1)
+        if less == lo:
+            kept = F.threshold(w, _below(v_lo), 0.0)  # w >= v_lo, else 0
+        else:  # equal magnitudes straddle the edge: keep w > v_lo and the last equal ones by index
+            kept = F.threshold(w, float(v_lo), 0.0)
+            lo_idx = torch.nonzero(w == v_lo).reshape(-1)[lo - less:]
+    if hi < n:
+        v_hi, less, eq = select(w, hi)
+        if v_lo is not None and bool(v_hi == v_lo):
+            return None
+        if less + eq == hi:
+            kept = F.threshold(-kept, _below(-v_hi), 0.0)  # -x for x <= v_hi, else 0
+        else:  # keep x < v_hi and the first equal ones by index
+            kept = F.threshold(-kept, float(-v_hi), 0.0)
+            hi_idx = torch.nonzero(w == v_hi).reshape(-1)[: hi - less]
+    if lo_idx is not None:
+        kept[lo_idx] = v_lo if v_hi is None else -v_lo
+    if hi_idx is not None:
+        kept[hi_idx] = -v_hi
+    return kept.reshape(delta.shape).copysign(delta)
 
 
 def _ties_at(w: Tensor, value: Tensor, lo: int, hi: int) -> Tensor:
@@ -91,6 +140,15 @@ def _abs_flat(delta: Tensor) -> Tensor:
     return w.float() if w.device.type == "cpu" and w.dtype != torch.float64 else w
 
 
+def _masked_band(delta: Tensor, lo: int, hi: int) -> Tensor:
+    """``delta`` zeroed outside magnitude ranks ``[lo, hi)`` (ties at an edge broken by element index)."""
+    w = _abs_flat(delta)
+    fast = _band(delta, w, lo, hi) if delta.is_floating_point() else None
+    if fast is not None:
+        return fast.to(delta.dtype)
+    return delta * rank_band_mask(w, lo, hi).reshape(delta.shape).to(delta.dtype)
+
+
 def magnitude(delta: Tensor, density: float, *, rescale: bool = False) -> Tensor:
     """Keep the ``max(1, int(density * n))`` largest-magnitude entries (TIES trim); zeros if ``density <= 0``."""
     if density >= 1:
@@ -99,8 +157,7 @@ def magnitude(delta: Tensor, density: float, *, rescale: bool = False) -> Tensor
     if density <= 0 or n == 0:
         return torch.zeros_like(delta)
     k = max(1, int(density * n))
-    mask = rank_band_mask(_abs_flat(delta), n - k, n).reshape(delta.shape)
-    masked = delta * mask.to(delta.dtype)
+    masked = _masked_band(delta, n - k, n)
     return rescale_l1(delta, masked) if rescale else masked
 
 
@@ -115,8 +172,7 @@ def magnitude_outliers(delta: Tensor, density: float, gamma: float, *, rescale: 
     n = delta.numel()
     target = int(density * n)
     n_bot = max(0, n - target - int(gamma * n))
-    mask = rank_band_mask(_abs_flat(delta), n_bot, n_bot + target).reshape(delta.shape)
-    masked = delta * mask.to(delta.dtype)
+    masked = _masked_band(delta, n_bot, n_bot + target)
     return rescale_l1(delta, masked) if rescale else masked
 
 
@@ -134,6 +190,13 @@ def bernoulli_drop(delta: Tensor, density: float, ctx: TensorContext, index: int
     return masked.to(delta.dtype)
 
 
+def _row_argsort(x: Tensor) -> Tensor:
+    """Ascending argsort of each row; on CPU through NumPy's vectorised sort (about twice torch's speed)."""
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        return torch.from_numpy(np.argsort(x.numpy(), axis=1))
+    return torch.argsort(x, dim=1)
+
+
 def della_magprune(delta: Tensor, density: float, epsilon: float, ctx: TensorContext, index: int, *,
                    rescale: str | None) -> Tensor:
     """DELLA: per row, keep probability rises linearly with magnitude rank from ``density-eps`` to ``density+eps``."""
@@ -146,13 +209,13 @@ def della_magprune(delta: Tensor, density: float, epsilon: float, ctx: TensorCon
                           f"epsilon={epsilon}; lower epsilon")
     work = delta if delta.dtype in (torch.float32, torch.float64) else delta.float()
     rows = work.unsqueeze(0) if work.dim() < 2 else work
-    order = torch.argsort(rows.abs(), dim=1)  # (rows, cols) ascending
+    order = _row_argsort(rows.abs())  # (rows, cols) ascending
     ranks = torch.empty_like(rows)
     ar = torch.arange(rows.shape[1], dtype=rows.dtype, device=rows.device).expand_as(rows)
     ranks.scatter_(1, order, ar)
     span = float(rows.shape[1] - 1)
-    rank_norm = (ranks / span).clamp(0, 1) if span > 0 else torch.zeros_like(ranks)
-    probs = (density - epsilon) + rank_norm * (2 * epsilon)
+    probs = ranks.div_(span).clamp_(0, 1) if span > 0 else ranks.zero_()  # normalised rank, in place
+    probs = probs.mul_(2 * epsilon).add_(density - epsilon)
     keep = ctx.bernoulli(probs, index)
     masked = rows * keep
     if rescale == "l1":

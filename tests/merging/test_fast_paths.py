@@ -1,0 +1,65 @@
+"""The fast paths of the task-vector family give bit-identical results to the general (mergekit-shaped) code."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tutti.merging import sparsify as sp
+from tutti.merging.methods.task_arithmetic import _combine_fast, _combine_general, combine_task_vectors
+
+
+def _with_ties(size: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(size)
+    d = torch.randn(size, generator=g)
+    d[:50], d[50:100], d[100:130] = 0.5, -0.5, 0.0  # runs of equal magnitudes (as bf16 task vectors have)
+    return d
+
+
+@pytest.mark.parametrize("size", [1000, 300_000])
+def test_select_is_exact_with_counts(size):
+    w = _with_ties(size).abs()
+    s = torch.sort(w).values
+    for k in (1, 7, size // 3, size // 2, int((w < 0.5).sum()) + 10, size):
+        v, less, eq = sp.select(w, k)
+        assert float(v) == float(s[k - 1])
+        assert (less, eq) == (int((w < v).sum()), int((w == v).sum()))
+
+
+@pytest.mark.parametrize("size", [1000, 300_000])
+def test_band_equals_rank_band_mask_including_ties_at_the_edges(size):
+    d = _with_ties(size)
+    w = d.abs()
+    at = int((w < 0.5).sum())  # the run of 100 equal magnitudes 0.5 starts at this rank
+    bands = [(size // 2, size), (size // 3, size - size // 50), (0, size // 2), (at + 30, size), (0, at + 30),
+             (at + 30, at + 200), (at - 100, at + 30), (at + 30, at + 70), (5, at + 1), (0, size)]
+    for lo, hi in bands:
+        ours = sp._masked_band(d, lo, hi)
+        ref = d * sp.rank_band_mask(w, lo, hi).to(d.dtype)
+        assert torch.equal(ours, ref), (lo, hi)
+        assert torch.equal(ours.signbit(), ref.signbit()), (lo, hi)  # -0 where mergekit's d * 0 gives -0
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.parametrize("consensus", [True, False])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_fused_combine_equals_general(n, consensus, normalize):
+    g = torch.Generator().manual_seed(n)
+    size = 50_000
+    base = torch.randn(size, generator=g)
+    deltas = [torch.randn(size, generator=g) * (torch.rand(size, generator=g) > 0.4) for _ in range(n)]
+    if n >= 2:
+        deltas[1][:500] = -deltas[0][:500]  # exact cancellation: the sum is +0, which elects +1
+    weights = [0.6, 0.4, 0.0][:n] if n > 1 else [0.7]
+    ours, ref = torch.empty(size), torch.empty(size)
+    kw = dict(consensus=consensus, normalize=normalize, lambda_=1.5, sign_on="weighted")
+    _combine_fast(base, deltas, weights, ours, **kw)
+    _combine_general(base, deltas, weights, ref, **kw)
+    assert torch.equal(ours, ref)
+
+
+def test_negative_weights_take_the_general_path():
+    base, d = torch.zeros(4), [torch.tensor([1.0, -1.0, 2.0, 0.0]), torch.tensor([1.0, 1.0, -2.0, 0.0])]
+    out = combine_task_vectors(base, d, [1.0, -1.0], consensus=True, normalize=True, lambda_=1.0)
+    # weighted: [1,-1,2,0] and [-1,-1,2,0]; sums [0,-2,4,0] elect [+,-,+,+]; divisors [1,0->1,0->1,1]
+    assert out.tolist() == [1.0, -2.0, 4.0, 0.0]
