@@ -22,6 +22,9 @@ from tutti.merging.base import MergeMethod, get_method, unknown_param_message
 
 _LAYER = re.compile(r"^(?P<pre>.+?\.)(?P<idx>\d+)\.(?P<rest>.+)$")
 _PRE_HINTS = ("embed", "wte", "wpe", "word_embeddings", "position_embeddings")
+# a missing output head is read from the input embedding (mergekit's ``tied_names``), e.g. a tied-embedding model
+# merged with untied ones
+_TIED = {"lm_head.weight": ("model.embed_tokens.weight", "transformer.wte.weight", "model.decoder.embed_tokens.weight")}
 _VOCAB_HINTS = ("embed_tokens", "lm_head", "wte", "word_embeddings", "embed_out", "output.weight")
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "int64": 8, "float64": 8, "int32": 4, "int8": 1,
                "uint8": 1, "bool": 1, "int16": 2}
@@ -266,6 +269,8 @@ class _Planner:
         base_ref = sl.base_model or self.config.base_model
         base_sep = base_ref is not None and self.method.base != "none"
         present = [(r, n) for r, n in inputs if n in self.models[str(r)].ckpt]
+        if present and layer is None and len(present) < len(inputs):
+            present = [(r, self._tied(r, n)) for r, n in inputs if self._tied(r, n) in self.models[str(r)].ckpt]
         if not present:
             return
         base = next(((r, n) for r, n in present if base_sep and str(r) == str(base_ref)), None)
@@ -287,6 +292,10 @@ class _Planner:
             name=out, inputs=tuple((self.index[str(r)], n) for r, n in rest),
             base=(self.index[str(base[0])], base[1]) if base else None, params=method_params, layer_index=layer,
             shape=shape, dtype=dtype, truncate=truncate))
+
+    def _tied(self, ref: ModelRef, name: str) -> str:
+        ckpt = self.models[str(ref)].ckpt
+        return name if name in ckpt else next((t for t in _TIED.get(name, ()) if t in ckpt), name)
 
     def _params(self, out: str, rest: list[tuple[ModelRef, str]], sl: OutputSlice, t: float) -> dict[str, Any]:
         values: dict[str, Any] = {}
