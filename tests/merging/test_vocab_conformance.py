@@ -56,7 +56,7 @@ def _variant(base: Path, dst: Path, tok: object, *, seed: int, rows: int | None 
 def vocab_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """U0 (untied tiny LLaMA, 384 tokens), U1 (same vocab), VT and VT2 (+2 added tokens), VB (386-token BPE), VS (VT's
     tokenizer on 384 rows: the added tokens are stripped), VX (VB's tokenizer on 384 rows: 2 BPE tokens stripped);
-    T0 and TT: a tied-embedding base and its copy with VT's tokenizer."""
+    T0 and TT: a tied-embedding base and its copy with VT's tokenizer; VP: U0's tokenizer on 392 rows (8 padding)."""
     from tutti.testing import make_tiny_llama, tiny_tokenizer
 
     root = tmp_path_factory.mktemp("vocab_models")
@@ -69,7 +69,8 @@ def vocab_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "VS": _variant(u0, root / "VS", tool, seed=4, rows=384),
             "VX": _variant(u0, root / "VX", tiny_tokenizer(400), seed=5, rows=384),
             "T0": (t0 := make_tiny_llama(root / "T0", seed=7, hidden=32, layers=2)),
-            "TT": _variant(t0, root / "TT", tool, seed=8)}
+            "TT": _variant(t0, root / "TT", tool, seed=8),
+            "VP": _variant(u0, root / "VP", tiny_tokenizer(384), seed=9, rows=392)}
 
 
 def _sub(node: object, models: dict[str, Path]) -> object:
@@ -225,3 +226,21 @@ def test_cli_runs_a_tokenizer_yaml_and_exits_2_on_a_bad_rule(vocab_models: dict[
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and "does not have that token" in err and "\n" not in err
     assert not (tmp_path / "bad").exists()
+
+
+def test_base_source_with_new_tokens_on_padded_rows(vocab_models: dict[str, Path], tmp_path: Path) -> None:
+    """A new token never takes a padding row of the base (id 384 < its 392 rows): its rule decides (zero here).
+
+    mergekit 0.1.5 crashes on ``source: base`` with new tokens, so this is checked on exact values instead.
+    """
+    import tutti
+    from tutti.models.checkpoint import Checkpoint
+
+    config = _sub({"merge_method": "linear", "base_model": "VP", "dtype": "float32", "models": [
+        {"model": "VP", "parameters": {"weight": 0.5}}, {"model": "U0", "parameters": {"weight": 0.5}}],
+        "tokenizer": {"source": "base", "tokens": {"<new>": {"source": {"kind": "zero"}}}}}, vocab_models)
+    out = tutti.merge(config, tmp_path / "out")
+    emb = Checkpoint(out).get("model.embed_tokens.weight")
+    vp, u0 = (Checkpoint(vocab_models[k]).get("model.embed_tokens.weight") for k in ("VP", "U0"))
+    assert emb.shape == (385, 32) and not emb[384].any()
+    assert (emb[:384] - 0.5 * (vp[:384] + u0)).abs().max() < 1e-6

@@ -120,10 +120,17 @@ def _stripped(tok: Any, vocab_size: int, where: Path) -> Any:
     return tok
 
 
-def _union(base: Any, toks: list[tuple[Any, int]]) -> Any:
-    """The base tokenizer plus every other token of ``toks`` (tokenizer, vocab_size) as added tokens."""
+def _copy(tok: Any) -> Any:
+    """A fresh copy of ``tok``: tokens added to the output must not change a model's own vocabulary."""
     from transformers import AutoTokenizer
 
+    with tempfile.TemporaryDirectory() as d:
+        tok.save_pretrained(d)
+        return AutoTokenizer.from_pretrained(d, use_fast=True)
+
+
+def _union(base: Any, toks: list[tuple[Any, int]]) -> Any:
+    """The base tokenizer plus every other token of ``toks`` (tokenizer, vocab_size) as added tokens."""
     plain: dict[str, None] = {}
     added: dict[str, Any] = {}
     for tok, size in toks:
@@ -135,12 +142,10 @@ def _union(base: Any, toks: list[tuple[Any, int]]) -> Any:
         for i, info in special.items():
             if i < size:
                 added.setdefault(info.content, info)
-    with tempfile.TemporaryDirectory() as d:  # a fresh copy: the base tokenizer is not mutated
-        base.save_pretrained(d)
-        out = AutoTokenizer.from_pretrained(d, use_fast=True)
+    out = _copy(base)
     base_vocab = base.get_vocab()
     new = [t for t in plain if t not in added and t not in base_vocab]
-    if new:  # one call each: adding 10^4 tokens one by one is quadratic
+    if new:  # one call for all: adding 10^4 tokens one at a time is quadratic
         out.add_tokens(new)
     if added:
         out.add_tokens(list(added.values()))
@@ -174,7 +179,7 @@ def build_vocab_plan(config: MergeConfig, models: dict[str, Any]) -> VocabPlan:
         if out is None:
             raise ConfigError(f"tokenizer source {src}: {folder} has no tokenizer")
     elif src == "base":
-        out, folder = toks[base_key], models[base_key].folder
+        out, folder = _copy(toks[base_key]), models[base_key].folder
     else:
         order = [base_key, *[k for k in keys if k != base_key]]
         out, folder = _union(toks[base_key], [(toks[k], sizes[k]) for k in order]), models[base_key].folder
