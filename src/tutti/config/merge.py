@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tutti.config._io import read_yaml, validation_message
 from tutti.errors import ConfigError
 
 Scalar = bool | int | float | str
@@ -308,10 +309,6 @@ def evaluate_setting(setting: Any, tensor_name: str, t: float) -> Any:
     return (1 - frac) * setting[i0] + frac * setting[i1]
 
 
-def _fmt_loc(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(p) for p in loc if not str(p).startswith(("function-", "tagged-union")))
-
-
 def parse_merge_config(data: Any, *, source: str = "config") -> MergeConfig:
     """Validate a dict (parsed YAML) as a :class:`MergeConfig`; errors are one-line :class:`ConfigError`."""
     if isinstance(data, MergeConfig):
@@ -323,12 +320,7 @@ def parse_merge_config(data: Any, *, source: str = "config") -> MergeConfig:
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = _fmt_loc(err["loc"])
-        if err["type"] == "extra_forbidden":
-            raise ConfigError(f"{source}: unknown key {loc!r}; remove it or fix its spelling") from None
-        msg = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{source}: {loc + ': ' if loc else ''}{msg}") from None
+        raise ConfigError(validation_message(e, source=source)) from None
 
 
 def load_merge_config(path_or_data: str | Path | dict[str, Any] | MergeConfig) -> MergeConfig:
@@ -336,12 +328,4 @@ def load_merge_config(path_or_data: str | Path | dict[str, Any] | MergeConfig) -
     if isinstance(path_or_data, MergeConfig | dict):
         return parse_merge_config(path_or_data)
     p = Path(path_or_data)
-    if not p.is_file():
-        raise ConfigError(f"merge config {p} not found; pass the path of a YAML file")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{p}: not valid YAML{where}") from None
-    return parse_merge_config(data, source=str(p))
+    return parse_merge_config(read_yaml(p, what="merge config"), source=str(p))
