@@ -97,8 +97,11 @@ def perturbed_copy(src: Path, dst: Path, *, seed: int, rel: float = 0.01) -> Pat
     return w.finish()
 
 
-def random_llama(dst: Path, *, seed: int, base: Path | None = None) -> Path:
-    """A ~1.1B-parameter fp32 LLaMA (TinyLlama shapes); with ``base``, base + 1 % noise (a fake fine-tune)."""
+def random_llama(dst: Path, *, seed: int, base: Path | None = None, layers: int = 22) -> Path:
+    """A ~1.1B-parameter fp32 LLaMA (TinyLlama shapes, ``layers`` decoder layers); with ``base``, base + 1 % noise.
+
+    Reused when ``dst`` already holds one (generating the three case-(b) inputs writes ~13 GB).
+    """
     import torch
 
     from tutti.merging.stream_writer import StreamingWriter
@@ -107,7 +110,7 @@ def random_llama(dst: Path, *, seed: int, base: Path | None = None) -> Path:
         return dst
     if base is not None:
         return perturbed_copy(base, dst, seed=seed)
-    h, inter, layers, vocab, kv = 2048, 5632, 22, 32000, 256
+    h, inter, vocab, kv = 2048, 5632, 32000, 256
     shapes: list[tuple[str, tuple[int, ...]]] = [("model.embed_tokens.weight", (vocab, h))]
     for i in range(layers):
         p = f"model.layers.{i}."
