@@ -1,9 +1,12 @@
 """``tutti bench collab``: the routing proof on the expert zoo (router over the experts, cascade base -> experts).
 
 Flat recipe: load SmolLM2-135M-Instruct and each zoo LoRA expert (merged into a copy of the base), score every
-model on a mixed-task dev and test set (multiple choice by log-likelihood: one forward pass per option, the
-cheap path on a CPU), train routers on the dev correctness matrix, learn the cascade threshold on dev, and report
-test accuracy, cost and curves beside the best single expert, the base model, random routing and the oracle.
+model on a mixed-task dev and test set (multiple choice by log-likelihood, each example's context run once for all
+its options: the cheap path on a CPU), train routers on the dev correctness matrix, learn the cascade threshold on dev, and report
+test accuracy, cost and curves beside the best single expert, the base model, random routing, the oracle and the
+compute-matched baseline (the best expert's self-consistency with as many samples as the cascade spends calls).
+Member scores are cached per expert-adapter hash and example id under ``runs/bench-collab``, so a re-run after
+the zoo is retrained re-scores only what changed.
 Per-prompt routing over deterministic members is computed from the members' test scores; a spot check runs the
 real router composite through the harness and must give the same accuracy.
 """
@@ -157,6 +160,10 @@ def run(*, dev_limit: int, test_limit: int, tasks: str, out: Path, spot: int = 1
         r = build_router(rname, **kw).fit(x_dev, dev_c[:, experts])
         d = choose(r.predict(x_test))
         router_acc[rname] = float(test_c[rows_n, ex[d]].mean())
+        if rname == "knn":  # paired with the best expert on the same prompts (how many flips the gap rests on)
+            got = test_c[rows_n, ex[d]]
+            only_router, only_expert = int(((got == 1) & (test_c[:, best_e] == 0)).sum()), int(
+                ((got == 0) & (test_c[:, best_e] == 1)).sum())
         rows.append([f"router {rname} over experts (MiniLM)", f"{router_acc[rname]:.3f}", "1",
                      "shares " + "/".join(f"{float((d == k).float().mean()):.2f}" for k in range(len(experts)))])
 
@@ -200,9 +207,12 @@ def run(*, dev_limit: int, test_limit: int, tasks: str, out: Path, spot: int = 1
         "",
         md_table(["system", "test accuracy", "calls / prompt", "notes"], rows),
         "",
-        f"The kNN router (the primary one, fixed before any test run) {verdict} the best single expert on test "
+        f"The kNN router (the primary one, named before the first real run) {verdict} the best single expert on test "
         f"({model_names[best_e]}, {best_acc:.3f}; the expert best on dev is {model_names[dev_best]}): "
-        f"{router_acc['knn']:.3f}. Routers above it: {', '.join(winners) or 'none'}. "
+        f"{router_acc['knn']:.3f}; on the same prompts it is right where the expert is wrong {only_router} times, "
+        f"and wrong where the expert is right {only_expert} times (two-sided sign test p = "
+        f"{_sign_test(only_router, only_expert):.2f}; {n} test prompts). Routers above the best single expert: "
+        f"{', '.join(winners) or 'none'}. "
         "Routers pick one expert per prompt, so they spend the same compute as one model (plus one MiniLM "
         "embedding).",
         "",
@@ -246,6 +256,15 @@ ROUTER_SETTINGS: tuple[tuple[str, dict[str, object]], ...] = (
 def _near(curve: list[tuple[float, float]], points: int) -> list[tuple[float, float]]:
     """The curve points nearest to ``points`` evenly spaced shares (for a short table)."""
     return [min(curve, key=lambda p: abs(p[0] - i / (points - 1))) for i in range(points)]
+
+
+def _sign_test(a: int, b: int) -> float:
+    """Two-sided exact sign test of ``a`` wins against ``b`` losses (ties dropped)."""
+    n = a + b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(a, b) + 1)) / 2**n
+    return min(1.0, 2 * tail)
 
 
 def _fmt(v: float | None) -> str:
