@@ -200,6 +200,8 @@ def run(*, dev_limit: int, test_limit: int, tasks: str, out: Path, spot: int = 1
     verdict = "beats" if router_acc["knn"] > best_acc else "does NOT beat"
     winners = [r for r, a in router_acc.items() if a > best_acc]
     md = "\n".join([
+        "## Routing and cascades over the zoo experts (`tutti bench collab`)",
+        "",
         f"Mixed-task test set: {', '.join(names)} ({test_limit} test examples each, {n} in all); routers trained on "
         f"{dev_limit} dev examples per task ({len(dev)} in all). Members: SmolLM2-135M-Instruct (base) and one LoRA "
         "expert per task (merged). Utility: multiple choice by log-likelihood after the chat prompt (argmax "

@@ -27,7 +27,9 @@ def write_section(path: str | Path, key: str, markdown: str) -> Path:
     p = Path(path)
     start, end = f"<!-- tutti:{key}:start -->", f"<!-- tutti:{key}:end -->"
     block = f"{start}\n{markdown.rstrip()}\n{end}"
-    text = p.read_text() if p.exists() else "# Benchmarks\n\nFigures written by `tutti bench ...`; each section names the command that produced it.\n"
+    title = "Results" if p.stem == "results" else "Benchmarks"
+    text = p.read_text() if p.exists() else (
+        f"# {title}\n\nFigures written by `tutti bench ...`; each section names the command that produced it.\n")
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     p.parent.mkdir(parents=True, exist_ok=True)
