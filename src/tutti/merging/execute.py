@@ -1,10 +1,12 @@
 """The streaming executor: read ahead on a thread pool, merge tensor by tensor, write as produced.
 
-* Reading: a thread pool loads the inputs of upcoming tensors (memory-mapped safetensors, LoRA deltas applied,
+* Reading: a thread pool loads the inputs of upcoming tensors (safetensors read with ``pread``, LoRA deltas applied,
   cast to the compute dtype, checked for NaN/Inf) while the current tensor is merged. Read-ahead stops when the
-  bytes in flight would pass the memory budget.
-* Compute: one tensor at a time on the compute device. Element-wise methods (``elementwise=True``) split tensors
-  larger than the block size into row blocks, so even an embedding matrix never needs N full copies at once.
+  bytes in flight would pass the memory budget. Read buffers come from a :class:`BufferPool` and go back to it once
+  the result is written: a fresh multi-MB buffer costs a kernel page fault and zero-fill per 4 kB page.
+* Compute: one unit at a time on the compute device. For element-wise methods (``elementwise=True``) and plain
+  copies, a unit is a row block of a tensor, read as a row block too: an embedding matrix never needs N full copies
+  at once, read-ahead keeps going through it, and the pooled buffers stay small and reused.
 * Writing: a single writer thread appends each result (or row block) to its pre-declared place in the output shard
   (:class:`~tutti.merging.stream_writer.StreamingWriter`), so nothing accumulates waiting for a shard to fill.
 """
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import queue
@@ -42,37 +45,91 @@ class ExecOptions:
         seed: global seed of the seed contract.
         max_memory: peak-memory budget in bytes for tensors in flight (read-ahead + compute + write queue).
         read_threads: reader threads.
-        block_bytes: element-wise methods split tensors bigger than this into row blocks.
+        block_bytes: element-wise methods split tensors bigger than this (all inputs plus result) into row blocks.
     """
 
     device: str = "cpu"
     seed: int = 0
     max_memory: int = 1024**3
     read_threads: int = 4
-    block_bytes: int = 64 * 1024**2
+    block_bytes: int = 16 * 1024**2
 
 
 _ST_TO_TORCH = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64,
                 "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
                 "BOOL": torch.bool}
-_HEADERS: dict[str, tuple[int, dict[str, Any]]] = {}
+_HEADERS: dict[tuple[int, int, int, int], tuple[int, dict[str, Any]]] = {}
 _HEADERS_LOCK = threading.Lock()
+POOL_MIN_BYTES = 1 << 20  # smaller reads are plain allocations (the C allocator already reuses small blocks)
 
 
-def read_safetensors_tensor(file: Path, name: str) -> Tensor:
-    """Read one tensor with ``pread`` into fresh memory (not a memory map, so it leaves the RSS when dropped)."""
-    key = str(file)
+class BufferPool:
+    """Byte buffers kept for reuse, matched by exact size (a model repeats the same few tensor and block sizes).
+
+    Args:
+        max_free: free buffers beyond this many bytes are dropped, oldest first.
+        min_bytes: smaller requests are plain allocations (the C allocator already reuses small blocks).
+    """
+
+    def __init__(self, max_free: int, min_bytes: int = POOL_MIN_BYTES) -> None:
+        self.max_free = max_free
+        self.min_bytes = min_bytes
+        self._free: list[Tensor] = []
+        self._free_bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, nbytes: int) -> Tensor:
+        """A 1-D uint8 buffer of ``nbytes`` bytes (contents undefined)."""
+        if nbytes >= self.min_bytes:
+            with self._lock:
+                for i in range(len(self._free) - 1, -1, -1):
+                    if self._free[i].numel() == nbytes:
+                        self._free_bytes -= nbytes
+                        return self._free.pop(i)
+        return torch.empty(nbytes, dtype=torch.uint8)
+
+    def put(self, buf: Tensor) -> None:
+        """Give back a buffer from :meth:`get`; the caller must hold no other reference to its memory."""
+        if buf.numel() < self.min_bytes:
+            return
+        with self._lock:
+            self._free.append(buf)
+            self._free_bytes += buf.numel()
+            while self._free_bytes > self.max_free and self._free:
+                self._free_bytes -= self._free.pop(0).numel()
+
+
+def _header(fd: int, file: Path) -> tuple[int, dict[str, Any]]:
+    st = os.fstat(fd)
+    key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)  # a file rewritten in place gets a new entry
     with _HEADERS_LOCK:
         if key not in _HEADERS:
-            with open(file, "rb") as f:
-                n = int.from_bytes(f.read(8), "little")
-                _HEADERS[key] = (8 + n, json.loads(f.read(n)))
-        start, header = _HEADERS[key]
-    spec = header[name]
-    begin, end = spec["data_offsets"]
-    buf = torch.empty(end - begin, dtype=torch.uint8)
+            n = int.from_bytes(os.pread(fd, 8, 0), "little")
+            _HEADERS[key] = (8 + n, json.loads(os.pread(fd, n, 8)))
+        return _HEADERS[key]
+
+
+def read_safetensors_tensor(file: Path, name: str, *, rows: tuple[int, int] | None = None,
+                            pool: BufferPool | None = None) -> Tensor:
+    """Read one tensor (or its rows ``[start, stop)``) with ``pread`` into memory of our own (not a memory map, so
+    it leaves the RSS when dropped)."""
+    return read_into_buffer(file, name, rows=rows, pool=pool)[0]
+
+
+def read_into_buffer(file: Path, name: str, *, rows: tuple[int, int] | None = None,
+                     pool: BufferPool | None = None) -> tuple[Tensor, Tensor]:
+    """Like :func:`read_safetensors_tensor`, also returning the uint8 buffer that holds the data (from ``pool``
+    when given; give it back with ``pool.put`` once nothing uses the tensor)."""
     fd = os.open(file, os.O_RDONLY)
     try:
+        start, header = _header(fd, file)
+        spec = header[name]
+        begin, end = spec["data_offsets"]
+        shape = list(spec["shape"])
+        if rows is not None:
+            row = (end - begin) // max(shape[0], 1)
+            begin, end, shape[0] = begin + rows[0] * row, begin + rows[1] * row, rows[1] - rows[0]
+        buf = pool.get(end - begin) if pool is not None else torch.empty(end - begin, dtype=torch.uint8)
         view, done = memoryview(buf.numpy()), 0
         while done < end - begin:
             got = os.preadv(fd, [view[done:]], start + begin + done)
@@ -81,13 +138,30 @@ def read_safetensors_tensor(file: Path, name: str) -> Tensor:
             done += got
     finally:
         os.close(fd)
-    return buf.view(_ST_TO_TORCH[spec["dtype"]]).reshape(spec["shape"])
+    return buf.view(_ST_TO_TORCH[spec["dtype"]]).reshape(shape), buf
 
 
-def load_input(src: ModelSource, name: str, dtype: torch.dtype | None, truncate: tuple[int, ...] | None) -> Tensor:
-    """Read one input tensor: LoRA delta added, cast to ``dtype``, cut to ``truncate``, checked to be finite."""
+def all_finite(t: Tensor) -> bool:
+    """Whether every element of ``t`` is finite: one sum (a NaN or Inf anywhere makes it non-finite), and the exact
+    element-wise test only when the sum is not finite (an overflow of finite values)."""
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+
+
+def load_input(src: ModelSource, name: str, dtype: torch.dtype | None, truncate: tuple[int, ...] | None, *,
+               rows: tuple[int, int] | None = None, pool: BufferPool | None = None,
+               held: list[Tensor] | None = None) -> Tensor:
+    """Read one input tensor: LoRA delta added, cast to ``dtype``, cut to ``truncate``, checked to be finite.
+
+    ``rows`` reads only those rows (safetensors inputs without LoRA or truncation). With ``pool``, a pooled read
+    buffer the result still uses is appended to ``held`` (give it back after the result is written); one it does
+    not use is given back at once.
+    """
     file = src.ckpt.info(name).file
-    t = read_safetensors_tensor(file, name) if str(file).endswith(".safetensors") else src.ckpt.get(name)
+    raw = None
+    if str(file).endswith(".safetensors"):
+        t, raw = read_into_buffer(file, name, rows=rows, pool=pool if held is not None else None)
+    else:
+        t = src.ckpt.get(name) if rows is None else src.ckpt.get(name)[rows[0]:rows[1]]
     pair = src.lora_pairs.get(name)
     if pair is not None:
         fifo = bool(src.lora.config.get("fan_in_fan_out", False))
@@ -96,8 +170,13 @@ def load_input(src: ModelSource, name: str, dtype: torch.dtype | None, truncate:
         t = t.to(dtype)
     if truncate is not None:
         t = t[tuple(slice(0, n) for n in truncate)]
-    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+    if t.is_floating_point() and not all_finite(t):
         raise CheckpointError(f"tensor {name!r} in {src.folder} contains NaN or Inf; fix or exclude that model")
+    if raw is not None and pool is not None and held is not None:
+        if t.untyped_storage().data_ptr() == raw.untyped_storage().data_ptr():
+            held.append(raw)
+        else:
+            pool.put(raw)
     return t
 
 
@@ -113,6 +192,27 @@ def _job_bytes(plan: MergePlan, job: TensorJob, dtype: torch.dtype | None) -> in
     return total
 
 
+def _row_step(plan: MergePlan, job: TensorJob, dtype: torch.dtype | None, block_bytes: int) -> int | None:
+    """Rows per unit when ``job`` can be read and merged in row blocks (``None``: as one whole tensor)."""
+    if not (plan.method.elementwise or job.params.get("__copy__", False)):
+        return None
+    if plan.vocab is not None or job.truncate is not None or len(job.shape) < 2:
+        return None
+    refs = [*job.inputs, *([job.base] if job.base else [])]
+    row_bytes = 0
+    for mi, name in refs:
+        src = plan.models[mi]
+        info = src.ckpt.info(name)
+        if name in src.lora_pairs or not str(info.file).endswith(".safetensors") or tuple(info.shape) != job.shape:
+            return None
+        per = info.nbytes // max(torch.Size(info.shape).numel(), 1)
+        if dtype is not None and info.dtype.startswith(("float", "bfloat")):
+            per = max(per, DTYPE_BYTES.get(str(dtype).removeprefix("torch."), 4))
+        row_bytes = max(row_bytes, per * torch.Size(job.shape[1:]).numel())
+    step = max(1, block_bytes // max(row_bytes * (len(refs) + 2), 1))
+    return step if step < job.shape[0] else None
+
+
 def _blocks(job: TensorJob, ins: list[Tensor], base: Tensor | None, block_bytes: int) -> Iterator[slice]:
     rows = job.shape[0] if job.shape else 1
     row_bytes = max(ins[0].element_size() * ins[0].numel() // max(rows, 1), 1) * (len(ins) + 2)
@@ -125,11 +225,12 @@ def _blocks(job: TensorJob, ins: list[Tensor], base: Tensor | None, block_bytes:
 
 
 class _Writer:
-    """A writer thread fed through a byte-bounded queue."""
+    """A writer thread fed through a byte-bounded queue; callbacks queued with :meth:`after` run once every
+    earlier item is written (read buffers go back to the pool that way)."""
 
     def __init__(self, writer: StreamingWriter, max_bytes: int) -> None:
         self.writer = writer
-        self.q: queue.Queue[tuple[str, Tensor] | None] = queue.Queue()
+        self.q: queue.Queue[tuple[str, Tensor] | Callable[[], None] | None] = queue.Queue()
         self.cv = threading.Condition()
         self.pending = 0
         self.max_bytes = max_bytes
@@ -139,6 +240,10 @@ class _Writer:
 
     def _run(self) -> None:
         while (item := self.q.get()) is not None:
+            if callable(item):
+                if self.error is None:
+                    item()
+                continue
             name, t = item
             try:
                 if self.error is None:
@@ -158,11 +263,26 @@ class _Writer:
             self.pending += n
         self.q.put((name, t))
 
+    def after(self, fn: Callable[[], None]) -> None:
+        self.q.put(fn)
+
     def close(self) -> None:
         self.q.put(None)
         self.thread.join()
         if self.error is not None:
             raise self.error
+
+
+def _units(plan: MergePlan, dtype: torch.dtype | None, options: ExecOptions) -> list[tuple[int, tuple[int, int] | None]]:
+    """``(job index, rows or None)`` in output order: row blocks for element-wise jobs, else whole tensors."""
+    units: list[tuple[int, tuple[int, int] | None]] = []
+    for i, job in enumerate(plan.jobs):
+        step = _row_step(plan, job, dtype, options.block_bytes)
+        if step is None:
+            units.append((i, None))
+        else:
+            units += [(i, (s, min(s + step, job.shape[0]))) for s in range(0, job.shape[0], step)]
+    return units
 
 
 def run_plan(plan: MergePlan, writer: StreamingWriter, options: ExecOptions,
@@ -172,35 +292,42 @@ def run_plan(plan: MergePlan, writer: StreamingWriter, options: ExecOptions,
     device = torch.device(options.device)
     budget = max(options.max_memory, 1)
     out = _Writer(writer, max_bytes=budget // 4)
-    pool = ThreadPoolExecutor(max_workers=max(1, options.read_threads), thread_name_prefix="tutti-read")
+    pool = BufferPool(max_free=budget // 4, min_bytes=POOL_MIN_BYTES)
+    reader = ThreadPoolExecutor(max_workers=max(1, options.read_threads), thread_name_prefix="tutti-read")
     jobs = plan.jobs
-    futures: dict[int, Future[list[Tensor]]] = {}
-    sizes = [_job_bytes(plan, j, dtype) for j in jobs]
+    units = _units(plan, dtype, options)
+    futures: dict[int, Future[tuple[list[Tensor], list[Tensor]]]] = {}
+    job_sizes = [_job_bytes(plan, j, dtype) for j in jobs]
+    sizes = [job_sizes[j] if r is None else job_sizes[j] * (r[1] - r[0]) // jobs[j].shape[0] for j, r in units]
     in_flight = 0
     nxt = 0
 
-    def load(job: TensorJob) -> list[Tensor]:
+    def load(job: TensorJob, rows: tuple[int, int] | None) -> tuple[list[Tensor], list[Tensor]]:
         refs = [*job.inputs, *([job.base] if job.base else [])]
-        tensors = [load_input(plan.models[mi], n, dtype, job.truncate) for mi, n in refs]
+        held: list[Tensor] = []
+        tensors = [load_input(plan.models[mi], n, dtype, job.truncate, rows=rows, pool=pool, held=held)
+                   for mi, n in refs]
         if plan.vocab is not None:  # tokenizer merging: realign vocab-indexed inputs to the output vocabulary
             from tutti.merging.vocab import align_inputs
 
             tensors = align_inputs(plan.vocab, job.name, tensors)
-        return tensors
+        return tensors, held
 
     try:
-        for i, job in enumerate(jobs):
+        for i, (ji, rows) in enumerate(units):
             # keep reading ahead while the bytes in flight fit half the budget (the other half is compute/write)
-            while nxt < len(jobs) and (nxt <= i or in_flight + sizes[nxt] <= budget // 2):
-                futures[nxt] = pool.submit(load, jobs[nxt])
+            while nxt < len(units) and (nxt <= i or in_flight + sizes[nxt] <= budget // 2):
+                futures[nxt] = reader.submit(load, jobs[units[nxt][0]], units[nxt][1])
                 in_flight += sizes[nxt]
                 nxt += 1
-            tensors = futures.pop(i).result()
+            tensors, held = futures.pop(i).result()
             in_flight -= sizes[i]
-            _compute_and_write(plan, job, tensors, device, options, out)
+            _compute_and_write(plan, jobs[ji], tensors, device, options, out, rows)
             del tensors
-            if on_tensor is not None:
-                on_tensor(job)
+            if held:  # the result may alias its inputs (a copy): give the buffers back once it is written
+                out.after(functools.partial(_give_back, pool, held))
+            if on_tensor is not None and (rows is None or rows[1] == jobs[ji].shape[0]):
+                on_tensor(jobs[ji])
         out.close()
     except BaseException:
         for f in futures.values():
@@ -209,11 +336,16 @@ def run_plan(plan: MergePlan, writer: StreamingWriter, options: ExecOptions,
             out.close()
         raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        reader.shutdown(wait=True, cancel_futures=True)
+
+
+def _give_back(pool: BufferPool, bufs: list[Tensor]) -> None:
+    for b in bufs:
+        pool.put(b)
 
 
 def _compute_and_write(plan: MergePlan, job: TensorJob, tensors: list[Tensor], device: torch.device,
-                       options: ExecOptions, out: _Writer) -> None:
+                       options: ExecOptions, out: _Writer, rows: tuple[int, int] | None = None) -> None:
     out_dtype = DTYPES.get(job.dtype, torch.float32)
     ins = tensors[: len(job.inputs)]
     base = tensors[len(job.inputs)] if job.base else None
@@ -221,13 +353,14 @@ def _compute_and_write(plan: MergePlan, job: TensorJob, tensors: list[Tensor], d
     copy_only = job.params.get("__copy__", False) or not ins[0].is_floating_point()
     ctx = TensorContext(name=job.name, layer_index=job.layer_index, num_layers=plan.num_layers, seed=options.seed,
                         sources=tuple((str(plan.models[mi].folder), n) for mi, n in job.inputs))
-    blocks = list(_blocks(job, ins, base, options.block_bytes)) if method.elementwise and not copy_only else [
-        slice(None)]
+    split = method.elementwise and not copy_only and rows is None
+    blocks = list(_blocks(job, ins, base, options.block_bytes)) if split else [slice(None)]
+    whole = tuple(job.shape) if rows is None else (rows[1] - rows[0], *job.shape[1:])
     for blk in blocks:
         xs = [x[blk].to(device) for x in ins]
         b = base[blk].to(device) if base is not None else None
         res = xs[0] if copy_only else method(xs, b, ctx=ctx, **job.params)
-        if tuple(res.shape) != (tuple(job.shape) if blk == slice(None) else tuple(xs[0].shape)):
+        if tuple(res.shape) != (whole if blk == slice(None) else tuple(xs[0].shape)):
             raise CheckpointError(f"merge_method {method.name!r} returned shape {list(res.shape)} for "
                                   f"{job.name!r}, expected {list(job.shape)}")
         out.put(job.name, res.to(out_dtype).to("cpu"))

@@ -77,6 +77,7 @@ class StreamingWriter:
             f = (self.tmp / fname).open("wb")
             f.write(len(raw).to_bytes(8, "little"))
             f.write(raw)
+            f.flush()  # the data section is written with os.pwrite on the file descriptor
             self._files.append(f)
             self._data_start.append(8 + len(raw))
         self._done = False
@@ -87,9 +88,10 @@ class StreamingWriter:
         data = chunk.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
         if slot.written + data.numel() > slot.nbytes:
             raise CheckpointError(f"tensor {name!r}: more bytes produced than its declared shape holds")
-        f = self._files[slot.shard]
-        f.seek(self._data_start[slot.shard] + slot.start + slot.written)
-        f.write(memoryview(data.numpy()))
+        fd, view, done = self._files[slot.shard].fileno(), memoryview(data.numpy()), 0
+        offset = self._data_start[slot.shard] + slot.start + slot.written
+        while done < len(view):  # straight from the tensor's memory: no intermediate bytes, no seek
+            done += os.pwrite(fd, view[done:], offset + done)
         slot.written += data.numel()
 
     def copy_files(self, src: str | Path, names: tuple[str, ...]) -> list[str]:
