@@ -292,7 +292,7 @@ def run_plan(plan: MergePlan, writer: StreamingWriter, options: ExecOptions,
     device = torch.device(options.device)
     budget = max(options.max_memory, 1)
     out = _Writer(writer, max_bytes=budget // 4)
-    pool = BufferPool(max_free=budget // 4, min_bytes=POOL_MIN_BYTES)
+    pool = BufferPool(max_free=budget // 8, min_bytes=POOL_MIN_BYTES)
     reader = ThreadPoolExecutor(max_workers=max(1, options.read_threads), thread_name_prefix="tutti-read")
     jobs = plan.jobs
     units = _units(plan, dtype, options)
