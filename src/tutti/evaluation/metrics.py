@@ -14,6 +14,7 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _NUMBER = re.compile(r"[-+]?\$?\d[\d,]*(?:\.\d+)?%?|[-+]?\.\d+")
 _ANSWER_IS = re.compile(r"(?:answer is|answer:|####)\s*(.+)", re.I)
 _PUNCT = str.maketrans("", "", string.punctuation)
+_WHOLE_NUMBER = re.compile(r"^[-+]?\d[\d,]*(\.\d+)?$|^[-+]?\.\d+$")
 
 
 def normalize_text(text: str) -> str:
@@ -60,6 +61,27 @@ def exact_match(prediction: str, target: str) -> float:
         pnum = last_number(answer)
         return float(pnum is not None and math.isclose(pnum, tnum, rel_tol=1e-9, abs_tol=1e-9))
     return float(normalize_text(answer) == normalize_text(target))
+
+
+def normalize_answer(text: str) -> str:
+    """Canonical form of a short answer, for :func:`strict_match`.
+
+    Lower-cases, trims, drops a trailing full stop and surrounding quotes; a number (``"1,000"``, ``"62.0"``)
+    becomes its canonical decimal form (``"1000"``, ``"62"``); other text loses its punctuation and has its
+    whitespace collapsed.
+    """
+    t = text.strip().lower().strip("\"'`").strip()
+    t = t.rstrip(".!").strip()
+    if _WHOLE_NUMBER.match(t):
+        value = float(t.replace(",", ""))
+        return str(int(value)) if value.is_integer() else repr(value)
+    return " ".join(t.translate(_PUNCT).split())
+
+
+def strict_match(prediction: str, target: str) -> bool:
+    """Whether the *whole* prediction equals ``target`` after :func:`normalize_answer` (no answer extraction,
+    no substring test): ``"The answer is 62"`` does not match ``62``. The zoo's expert-by-task matrix uses it."""
+    return normalize_answer(prediction) == normalize_answer(target)
 
 
 def token_f1(prediction: str, target: str) -> float:
