@@ -84,5 +84,5 @@ def test_vote_errors(stub) -> None:
     assert v.loglikelihood([("q", "abc")])[0].logprob == -3.0
     from tutti.aggregate.config import parse_options
 
-    with pytest.raises(ConfigError, match=r"options\.sample: Extra inputs"):
+    with pytest.raises(ConfigError, match=r"unknown key .options\.sample."):
         parse_options(VoteOptions, {"sample": 3}, "vote")

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tutti.errors import ConfigError
+from tutti.config._io import validate
 
 
 class SampleOptions(BaseModel):
@@ -105,9 +105,4 @@ class DebateOptions(SampleOptions):
 
 def parse_options(cls: type[BaseModel], data: dict[str, Any] | None, strategy: str) -> Any:
     """Validate ``options`` of a strategy into ``cls``; errors become one-line :class:`ConfigError`."""
-    try:
-        return cls.model_validate(dict(data or {}))
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        raise ConfigError(f"strategy {strategy!r}: options.{loc}: {err['msg']}") from None
+    return validate(cls, dict(data or {}), source=f"strategy {strategy!r}", prefix="options.")

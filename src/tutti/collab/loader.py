@@ -95,18 +95,11 @@ def load_member(spec: Any, *, base: Path | None = None, dtype: str = "float32") 
 
 def _remote_member(spec: Any) -> Any:
     """An OpenAI-compatible endpoint as a member (``remote: {base_url, model, api_key_env, tokenizer}``)."""
-    from pydantic import ValidationError
-
+    from tutti.config._io import validate
     from tutti.config.serve import RemoteSpec
     from tutti.models.remote import RemoteModel
 
-    try:
-        rs = RemoteSpec.model_validate(spec)
-    except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        raise ConfigError(f"member remote: {where}: {err['msg']}") from None
-    return RemoteModel.from_spec(rs)
+    return RemoteModel.from_spec(validate(RemoteSpec, spec, source="member", prefix="remote."))
 
 
 def load(spec: str | Path | dict[str, Any] | CompositeConfig, *, base: Path | None = None,

@@ -21,10 +21,13 @@ def format_loc(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc if not str(p).startswith(("function-", "tagged-union")))
 
 
-def validation_message(e: ValidationError, *, source: str, hint: str = "") -> str:
-    """One line for the first error of ``e``: ``SOURCE: KEY: MESSAGE (HINT)``; unknown keys say so plainly."""
+def validation_message(e: ValidationError, *, source: str, hint: str = "", prefix: str = "") -> str:
+    """One line for the first error of ``e``: ``SOURCE: KEY: MESSAGE (HINT)``; unknown keys say so plainly.
+
+    ``prefix`` is prepended to the key path (e.g. ``"options."`` when the validated dict sits under that key).
+    """
     err = e.errors()[0]
-    loc = format_loc(err["loc"])
+    loc = prefix + format_loc(err["loc"]) if err["loc"] else prefix.rstrip(".")
     if err["type"] == "extra_forbidden":
         line = f"{source}: unknown key {loc!r}; remove it or fix its spelling"
     else:
@@ -36,12 +39,12 @@ def validation_message(e: ValidationError, *, source: str, hint: str = "") -> st
     return line + (f" ({'; '.join(extra)})" if extra else "")
 
 
-def validate(model: type[M], data: Any, *, source: str, hint: str = "") -> M:
+def validate(model: type[M], data: Any, *, source: str, hint: str = "", prefix: str = "") -> M:
     """``model.model_validate(data)``, a :class:`ValidationError` becoming a one-line :class:`ConfigError`."""
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(validation_message(e, source=source, hint=hint)) from None
+        raise ConfigError(validation_message(e, source=source, hint=hint, prefix=prefix)) from None
 
 
 def read_yaml(path: str | Path, *, what: str = "config") -> Any:
