@@ -20,11 +20,13 @@ from typing import Any
 
 import torch
 
+from tutti.collab.session import RowState
 from tutti.errors import TuttiError
 
 
-class RemoteMemberSession:
-    """Incremental next-token top-k log-probabilities of a remote model for a batch of token-id prompts.
+class RemoteMemberSession(RowState):
+    """Incremental next-token top-k log-probabilities of a remote model for a batch of token-id prompts
+    (``logprobs()`` rows: top k finite, ``-inf`` elsewhere).
 
     Args:
         model: a :class:`tutti.models.remote.RemoteModel` (with a local tokenizer).
@@ -43,19 +45,6 @@ class RemoteMemberSession:
         self.forward_calls = 0  # requests sent
         self._last = self._fetch(list(range(len(self.rows))))
 
-    @property
-    def batch(self) -> int:
-        """Number of rows."""
-        return len(self.rows)
-
-    def logprobs(self) -> torch.Tensor:
-        """Next-token log-probabilities of every row, ``(batch, vocab)``: top k finite, ``-inf`` elsewhere."""
-        return self._last
-
-    def generated(self, row: int) -> list[int]:
-        """Tokens of ``row`` after its prompt."""
-        return self.rows[row][self.prompt_len[row]:]
-
     def _fetch(self, rows: list[int]) -> torch.Tensor:
         self.forward_calls += 1
         return self.model.next_token_logprobs_ids([self.rows[r] for r in rows])
@@ -63,10 +52,8 @@ class RemoteMemberSession:
     def step(self, new: Sequence[list[int]], drop: Sequence[int] | None = None) -> None:
         """Withdraw ``drop[r]`` trailing tokens of each row, append ``new[r]``, and ask the endpoint again for
         the rows that changed (one request); rows with nothing new keep their distribution."""
-        drop = list(drop) if drop is not None else [0] * self.batch
+        drop = self._checked_drop(new, drop)
         for r, (d, n) in enumerate(zip(drop, new, strict=True)):
-            if d and not n:
-                raise ValueError(f"row {r} withdraws {d} tokens but appends none")
             if d:
                 del self.rows[r][len(self.rows[r]) - d:]
             self.rows[r].extend(n)

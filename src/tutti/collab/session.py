@@ -14,7 +14,37 @@ from typing import Any
 import torch
 
 
-class MemberSession:
+class RowState:
+    """What every member session shares: each row's token ids (prompt + generated) and its current next-token
+    log-probabilities (``self._last``); subclasses fill them."""
+
+    rows: list[list[int]]
+    prompt_len: list[int]
+    _last: torch.Tensor
+
+    @property
+    def batch(self) -> int:
+        """Number of rows."""
+        return len(self.rows)
+
+    def logprobs(self) -> torch.Tensor:
+        """Next-token log-probabilities of every row, ``(batch, vocab)`` fp32."""
+        return self._last
+
+    def generated(self, row: int) -> list[int]:
+        """Tokens of ``row`` after its prompt."""
+        return self.rows[row][self.prompt_len[row]:]
+
+    def _checked_drop(self, new: Sequence[list[int]], drop: Sequence[int] | None) -> list[int]:
+        """``drop`` as a list (zeros when None); a row that withdraws tokens must append at least one."""
+        out = list(drop) if drop is not None else [0] * self.batch
+        for r, (d, n) in enumerate(zip(out, new, strict=True)):
+            if d and not n:
+                raise ValueError(f"row {r} withdraws {d} tokens but appends none")
+        return out
+
+
+class MemberSession(RowState):
     """Incremental next-token log-probabilities of one HF model for a batch of prompts.
 
     Args:
@@ -49,19 +79,6 @@ class MemberSession:
             tok_lp = lp.gather(-1, ids[:, 1:, None].to(lp.device)).squeeze(-1)  # (batch, width-1)
             self.prompt_nll_sum = -(tok_lp * self.mask[:, 1:].to(lp.device)).sum(-1).cpu()
 
-    @property
-    def batch(self) -> int:
-        """Number of rows."""
-        return len(self.rows)
-
-    def logprobs(self) -> torch.Tensor:
-        """Next-token log-probabilities of every row, ``(batch, vocab)`` fp32."""
-        return self._last
-
-    def generated(self, row: int) -> list[int]:
-        """Tokens of ``row`` after its prompt."""
-        return self.rows[row][self.prompt_len[row]:]
-
     def _forward(self, ids: torch.Tensor, pos: torch.Tensor, *, keep_all: bool = False) -> Any:
         self.forward_calls += 1
         return self.model.module(
@@ -91,10 +108,7 @@ class MemberSession:
         A row that withdraws tokens must append at least one (its next distribution is read after its last
         new token); rows with nothing new keep their previous distribution.
         """
-        drop = list(drop) if drop is not None else [0] * self.batch
-        for r, (d, n) in enumerate(zip(drop, new, strict=True)):
-            if d and not n:
-                raise ValueError(f"row {r} withdraws {d} tokens but appends none")
+        drop = self._checked_drop(new, drop)
         if any(drop):
             self._withdraw(drop)
         width = max(len(n) for n in new)

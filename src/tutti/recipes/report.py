@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import platform
 import re
-import tempfile
 from pathlib import Path
+
+from tutti.paths import write_text_atomic
 
 
 def machine_line() -> str:
@@ -32,12 +33,7 @@ def write_section(path: str | Path, key: str, markdown: str) -> Path:
         f"# {title}\n\nFigures written by `tutti bench ...`; each section names the command that produced it.\n")
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, p)
-    return p
+    return write_text_atomic(p, text)
 
 
 def md_table(header: list[str], rows: list[list[object]]) -> str:

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from tutti.paths import write_text_atomic
 
 SWARM = "model_swarms"
 EXPERTS = "experts"
@@ -121,7 +121,7 @@ def utilities(target: str, s: TableSettings, data: Path, base: str, data_root: P
         folder = data / t
         folder.mkdir(parents=True, exist_ok=True)
         rows = (src / t / "dev.jsonl").read_text(encoding="utf-8").splitlines()[:n_dev]
-        _atomic_write(folder / "dev.jsonl", "".join(r + "\n" for r in rows))
+        write_text_atomic(folder / "dev.jsonl", "".join(r + "\n" for r in rows))
         parts.append(UtilityConfig(name=name, task=str(folder), split="dev", options=opts))
         tests.append(UtilityConfig(name=name, task=str(src / t), split="test", limit=n_test, options=opts))
     dev = parts[0] if kind != "multi" else UtilityConfig(name="multitask", parts=tuple(parts))
@@ -142,14 +142,6 @@ def swarm_config(dev: Any, s: TableSettings, base: str, seed: int, experts: list
 def cell_path(root: Path, s: TableSettings, target: str, method: str, seed: int) -> Path:
     """Where one cell's JSON lives."""
     return root / s.tag / target.replace(":", "-") / method / (f"seed{seed}.json" if method != EXPERTS else "cell.json")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------- cells
@@ -262,7 +254,7 @@ def run_table(targets: list[str], methods: list[str], seeds: list[int], s: Table
         first = cell_path(root, s, target, method, seeds[0])
         if method in SEED_FREE and seed != seeds[0] and first.is_file():
             cell = {**json.loads(first.read_text()), "seed": seed, "copied_from": seeds[0]}
-            _atomic_write(path, json.dumps(cell))
+            write_text_atomic(path, json.dumps(cell))
             counts["done"] += 1
             continue
         say(f"cell {k}/{len(cells)}: {target} / {method} / seed {seed} ...")
@@ -286,7 +278,7 @@ def run_table(targets: list[str], methods: list[str], seeds: list[int], s: Table
         wall = time.perf_counter() - t0
         out = {"target": target, "method": method, "seed": seed, "settings": asdict(s), "wall_seconds": wall, **out}
         out.setdefault("seconds", wall)
-        _atomic_write(path, json.dumps(out))
+        write_text_atomic(path, json.dumps(out))
         counts["done"] += 1
         spent, computed = spent + wall, computed + 1
         todo = sum(1 for c in cells[k:] if not cell_path(root, s, *c).is_file())

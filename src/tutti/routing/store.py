@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from tutti.paths import tutti_home
+from tutti.paths import atomic_file, tutti_home
 from tutti.routing.matrix import CorrectnessMatrix
 
 VERSION = 1  # bump when a router's state layout changes
@@ -41,11 +39,8 @@ def router_file(key: str, root: str | Path | None = None) -> Path:
 
 def save_router(path: Path, router: Any) -> Path:
     """Write ``router.state()`` atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    torch.save({k: v.detach().clone() for k, v in router.state().items()}, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        torch.save({k: v.detach().clone() for k, v in router.state().items()}, tmp)
     return path
 
 
