@@ -2,19 +2,42 @@
 
 :class:`PreparedLoglik` tokenises fixed ``(context, continuation)`` requests for an :class:`HFModel` once, groups
 them into left-padded batches of similar length, and then scores them with one forward pass per batch that
-computes logits only for the continuation positions (``logits_to_keep``). The weights may change between calls
-(in-place particle swaps); the token batches do not.
+computes logits only for the continuation positions (``logits_to_keep``), after running the batch's common
+token prefix (e.g. a chat template's system prompt) once as a KV cache. The weights may change between calls
+(in-place particle swaps); the token batches do not. :func:`option_logprobs` and :func:`option_greedy` run each
+context once and its options (or answer variants) as short continuations of its KV cache.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from tutti.errors import TuttiError
 from tutti.models.interface import LoglikelihoodResult, Model, Prompt
+
+
+@dataclass(frozen=True)
+class ForcedResult:
+    """A teacher-forced continuation: its summed log-probability, its tokens, and the most likely token at
+    each of its positions and after it (``len(reference) + 1`` ids: what greedy decoding would emit there)."""
+
+    logprob: float
+    reference: tuple[int, ...]
+    greedy: tuple[int, ...]
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens in the continuation."""
+        return len(self.reference)
+
+    @property
+    def is_greedy(self) -> bool:
+        """Whether every continuation token is the most likely one."""
+        return self.greedy[:-1] == self.reference
 
 
 class PreparedLoglik:
@@ -38,18 +61,24 @@ class PreparedLoglik:
         items.sort(key=lambda x: -len(x[1]))
         pad = model.tokenizer.pad_token_id
         self.n = len(items)
-        self.batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, list[tuple[int, int]]]] = []
+        self.batches: list[_Batch] = []
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]
-            width = max(len(s) for _, s, _ in chunk)
+            # the rows' common token prefix (a chat template's system prompt) runs once per batch, as a KV cache;
+            # every row keeps its continuation and the token before it out of the prefix
+            seqs = [s for _, s, _ in chunk]
+            head = max(0, min(len(s) - n - 1 for _, s, n in chunk))
+            head = next((t for t in range(head) if any(s[t] != seqs[0][t] for s in seqs)), head)
+            width = max(len(s) for s in seqs) - head
             keep = max(n for _, _, n in chunk) + 1
             ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for r, (_, s, _) in enumerate(chunk):  # left padding: every continuation ends at the last column
-                ids[r, width - len(s):] = torch.tensor(s)
-                mask[r, width - len(s):] = 1
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            self.batches.append((ids, mask, pos, keep, [(i, n) for i, _, n in chunk]))
+            mask = torch.ones(len(chunk), head + width, dtype=torch.long)
+            for r, s in enumerate(seqs):  # left padding after the prefix: every continuation ends at the last column
+                ids[r, width - len(s) + head:] = torch.tensor(s[head:])
+                mask[r, head:head + width - len(s) + head] = 0
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, head:]
+            self.batches.append(_Batch(torch.tensor([seqs[0][:head]], dtype=torch.long), ids, mask, pos, keep,
+                                       [(i, n) for i, _, n in chunk]))
 
     @torch.inference_mode()
     def __call__(self, model: Any | None = None) -> list[LoglikelihoodResult]:
@@ -57,17 +86,41 @@ class PreparedLoglik:
         m = model if model is not None else self.model
         module, dev = m.module, m.device
         out: list[LoglikelihoodResult | None] = [None] * self.n
-        for ids, mask, pos, keep, rows in self.batches:
-            logits = module(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                            logits_to_keep=keep).logits  # (batch, keep, vocab)
+        for b in self.batches:
+            kw: dict[str, Any] = {}
+            if b.prefix.shape[1]:
+                kw = {"past_key_values": _prefix_cache(module, dev, b.prefix, b.ids.shape[0]), "use_cache": True}
+            logits = module(input_ids=b.ids.to(dev), attention_mask=b.mask.to(dev), position_ids=b.pos.to(dev),
+                            logits_to_keep=b.keep, **kw).logits  # (batch, keep, vocab)
             logp = torch.log_softmax(logits.float(), -1).cpu()
-            tail = ids[:, -keep:]
-            for r, (i, n) in enumerate(rows):
-                span = logp[r, keep - n - 1: keep - 1]  # (n, vocab): predictions of the continuation tokens
-                target = tail[r, keep - n:]
+            tail = b.ids[:, -b.keep:]
+            for r, (i, n) in enumerate(b.rows):
+                span = logp[r, b.keep - n - 1: b.keep - 1]  # (n, vocab): predictions of the continuation tokens
+                target = tail[r, b.keep - n:]
                 tok = span.gather(-1, target[:, None]).squeeze(-1)
                 out[i] = LoglikelihoodResult(float(tok.sum()), bool((span.argmax(-1) == target).all()), n)
         return out  # type: ignore[return-value]
+
+
+def _prefix_cache(module: Any, dev: Any, prefix: torch.Tensor, rows: int) -> Any:
+    """KV cache of ``prefix`` ``(1, head)``, repeated for ``rows`` rows."""
+    cache = module(input_ids=prefix.to(dev), use_cache=True, logits_to_keep=1).past_key_values
+    cache.batch_repeat_interleave(rows)
+    return cache
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """One forward pass of :class:`PreparedLoglik`: the shared prefix ``(1, head)``, the left-padded rest
+    ``(batch, width)``, its mask over prefix and rest ``(batch, head + width)``, positions, logits to keep and
+    ``(request index, continuation length)`` per row."""
+
+    prefix: torch.Tensor
+    ids: torch.Tensor
+    mask: torch.Tensor
+    pos: torch.Tensor
+    keep: int
+    rows: list[tuple[int, int]]
 
 
 class LoglikCache:
@@ -84,13 +137,16 @@ class LoglikCache:
 
         if not isinstance(model, HFModel):
             return list(model.loglikelihood(self.requests))
+        return self.prepared(model)(model)
+
+    def prepared(self, model: Any) -> PreparedLoglik:
+        """The :class:`PreparedLoglik` of an HF model (built on first use, one per tokenizer)."""
         key = id(model.tokenizer)
         if key not in self._prepared:
             self._prepared[key] = PreparedLoglik(model, self.requests, batch_size=self.batch_size)
-        return self._prepared[key](model)
+        return self._prepared[key]
 
 
-@torch.inference_mode()
 def option_logprobs(model: Any, contexts: Sequence[Prompt], options: Sequence[Sequence[str]], *,
                     batch_size: int = 16) -> list[list[float]]:
     """Summed log-probability of every option of every multiple-choice example, the context run once per example.
@@ -106,6 +162,15 @@ def option_logprobs(model: Any, contexts: Sequence[Prompt], options: Sequence[Se
         options: the option strings of each example (continuations, e.g. ``" " + choice``).
         batch_size: examples per forward pass.
     """
+    return [[r.logprob for r in row] for row in option_greedy(model, contexts, options, batch_size=batch_size)]
+
+
+@torch.inference_mode()
+def option_greedy(model: Any, contexts: Sequence[Prompt], options: Sequence[Sequence[str]], *,
+                  batch_size: int = 16) -> list[list[ForcedResult]]:
+    """Every option of every example teacher-forced after its context, as :func:`option_logprobs` runs them:
+    its summed log-probability, its tokens and the most likely token at each of its positions and after it.
+    """
     items = []
     for i, (ctx, opts) in enumerate(zip(contexts, options, strict=True)):
         split = [model.split_continuation(ctx, o) for o in opts]
@@ -118,7 +183,7 @@ def option_logprobs(model: Any, contexts: Sequence[Prompt], options: Sequence[Se
         items.append((i, c[-(model.max_length - max(len(k) for _, k in split)):], [k for _, k in split]))
     items.sort(key=lambda x: -len(x[1]))
     module, dev, pad = model.module, model.device, model.tokenizer.pad_token_id
-    out: list[list[float]] = [[] for _ in contexts]
+    out: list[list[ForcedResult]] = [[] for _ in contexts]
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
         cache, head = _shared_prefix(module, dev, [c for _, c, _ in chunk])
@@ -150,7 +215,8 @@ def option_logprobs(model: Any, contexts: Sequence[Prompt], options: Sequence[Se
                 if j < len(k):
                     toks = torch.tensor(conts[r])
                     lp = first[r, toks[0]] + logp[r, torch.arange(len(toks) - 1), toks[1:]].sum()
-                    out[i].append(float(lp))
+                    greedy = [int(first[r].argmax()), *logp[r, :len(toks)].argmax(-1).tolist()]
+                    out[i].append(ForcedResult(float(lp), tuple(conts[r]), tuple(greedy)))
     return out
 
 

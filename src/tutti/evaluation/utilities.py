@@ -274,5 +274,6 @@ class Custom:
         return UtilityResult(v if not math.isnan(v) else float("nan"))
 
 
-# judges and reward models live in their own file
+# judges, reward models and teacher-forced greedy match live in their own files
+from tutti.evaluation import forced as _forced  # noqa: E402, F401
 from tutti.evaluation import judges as _judges  # noqa: E402, F401
