@@ -1,4 +1,4 @@
-"""The merge I/O path: row-block reads, pooled read buffers, the finiteness check, the streaming writer."""
+"""The merge I/O path: row-block reads, mapped inputs, the finiteness check, the streaming writer."""
 
 from __future__ import annotations
 
@@ -42,14 +42,12 @@ def _plan(cfg: dict):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_row_block_reads_with_pooled_buffers_match_the_in_memory_merge(with_models, merge_models, tmp_path,
-                                                                       monkeypatch, dtype):
-    """Every tensor read and merged in row blocks of a few hundred bytes, through a pool that recycles every
-    buffer (threshold 0) under a tiny budget: bytes equal to merge_state_dicts on the whole tensors."""
+def test_row_block_reads_match_the_in_memory_merge(with_models, merge_models, tmp_path, dtype):
+    """Every tensor read and merged in row blocks of a few hundred bytes under a tiny budget: bytes equal to
+    merge_state_dicts on the whole tensors."""
     import tutti.merging.execute as ex
     from tutti.merging import merge_state_dicts
 
-    monkeypatch.setattr(ex, "POOL_MIN_BYTES", 0)
     cfg = with_models({"merge_method": "linear", "dtype": dtype, "models": [
         {"model": m, "parameters": {"weight": w}} for m, w in (("M1", 0.7), ("M2", 0.2), ("M3", 0.4))]})
     plan = _plan(cfg)
@@ -63,12 +61,8 @@ def test_row_block_reads_with_pooled_buffers_match_the_in_memory_merge(with_mode
         assert torch.equal(_bits(out.get(k)), _bits(v)), k
 
 
-def test_copied_row_blocks_are_written_before_their_buffers_are_reused(with_models, merge_models, tmp_path,
-                                                                        monkeypatch):
-    """passthrough returns its input block itself: the pooled buffer must not be refilled before it is written."""
-    import tutti.merging.execute as ex
-
-    monkeypatch.setattr(ex, "POOL_MIN_BYTES", 0)
+def test_copied_row_blocks_are_written_while_their_maps_live(with_models, merge_models, tmp_path):
+    """passthrough returns its (mapped) input block itself: it must stay valid until the slow writer has it."""
     cfg = with_models({"merge_method": "passthrough", "dtype": "float32", "models": [{"model": "M2"}]})
     out = Checkpoint(_run(_plan(cfg), tmp_path / "o", slow=True, block_bytes=300, max_memory=16384, read_threads=2))
     src = Checkpoint(merge_models["M2"])
@@ -110,26 +104,34 @@ def test_all_finite_is_exact():
     assert not all_finite(torch.tensor([float("inf"), -float("inf")]))  # the sum is NaN
 
 
-def test_buffer_pool_reuses_by_size_and_caps_the_free_bytes():
-    from tutti.merging.execute import BufferPool
+def test_mapped_reads_are_private_and_unmapped_with_their_last_tensor(tmp_path):
+    """A read maps the file copy-on-write: writing to the tensor never reaches the file, and the map (and its
+    resident pages) goes away as soon as the last tensor using it is freed."""
+    from safetensors.torch import load_file, save_file
 
-    pool = BufferPool(max_free=300, min_bytes=10)
-    a, b = pool.get(100), pool.get(100)
-    pa = a.data_ptr()
-    pool.put(a)
-    assert pool.get(50).data_ptr() != pa  # another size: a fresh buffer
-    again = pool.get(100)
-    assert again.data_ptr() == pa and again.numel() == 100
-    small = pool.get(5)
-    pool.put(small)
-    assert pool._free == []  # under min_bytes: never kept
-    for t in (again, b, pool.get(100), pool.get(100)):
-        pool.put(t)
-    assert pool._free_bytes == 300 and again.data_ptr() not in [t.data_ptr() for t in pool._free]  # oldest dropped
+    from tutti.merging.execute import read_safetensors_tensor
+
+    f = tmp_path / "m.safetensors"
+    x = torch.arange(3000, dtype=torch.float32).reshape(100, 30)
+    save_file({"a": torch.ones(7), "x": x}, str(f))
+
+    def maps() -> int:
+        with open("/proc/self/maps") as fh:
+            return sum(str(f) in line for line in fh)
+
+    t = read_safetensors_tensor(f, "x", rows=(10, 20))
+    view = t[2:4]
+    assert maps() == 1 and torch.equal(t, x[10:20])
+    t.mul_(-1)  # private pages
+    assert torch.equal(load_file(str(f))["x"], x)
+    del t
+    assert maps() == 1  # the view still uses it
+    del view
+    assert maps() == 0
 
 
 def test_safetensors_row_read_and_rewritten_file(tmp_path):
-    """Rows [a, b) read with pread equal the slice; a file rewritten at the same path is not served a stale header."""
+    """Rows [a, b) read equal the slice; a file rewritten at the same path is not served a stale header."""
     from safetensors.torch import save_file
 
     from tutti.merging.execute import read_safetensors_tensor

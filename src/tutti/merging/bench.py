@@ -149,19 +149,18 @@ def run_child(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float,
 
 FLOOR_SCRIPT = """
 import sys, torch
-from tutti.merging.execute import BufferPool, read_into_buffer
+from tutti.merging.execute import all_finite, read_safetensors_tensor
 from tutti.merging.stream_writer import StreamingWriter
 from tutti.models.checkpoint import Checkpoint
 cks = [Checkpoint(p) for p in sys.argv[2:]]
 names = cks[0].keys()
 w = StreamingWriter(sys.argv[1], [(n, torch.float32, tuple(cks[0].info(n).shape)) for n in names],
                     max_shard_bytes=5 * 1024**3)
-pool = BufferPool(max_free=1 << 30)
 for n in names:
-    ts = [read_into_buffer(c.info(n).file, n, pool=pool) for c in cks]
-    w.write(n, ts[0][0])
-    for _, buf in ts:
-        pool.put(buf)
+    ts = [read_safetensors_tensor(c.info(n).file, n) for c in cks]
+    for t in ts:
+        all_finite(t)  # every input byte read once, as the merge's finiteness check reads it
+    w.write(n, ts[0])
 w.finish()
 """
 
@@ -234,6 +233,6 @@ def report(name: str, title: str, raw: dict[str, Any], *, rss_cap: int | None = 
     text = f"#### {title}\n\n" + md_table([*header, "targets met"], rows) + "\n"
     if floors:
         text += ("\nI/O floor: one process that reads every input the method's config names once and writes an "
-                 "output of the same size, with tutti's own reader (`pread` into reused buffers) and streaming "
-                 "writer, without overlapping the two (median per method).\n")
+                 "output of the same size, with tutti's own reader (copy-on-write maps of the page cache, every "
+                 "byte read once) and streaming writer, without overlapping the two (median per method).\n")
     return text

@@ -1,12 +1,12 @@
 """The streaming executor: read ahead on a thread pool, merge tensor by tensor, write as produced.
 
-* Reading: a thread pool loads the inputs of upcoming tensors (safetensors read with ``pread``, LoRA deltas applied,
-  cast to the compute dtype, checked for NaN/Inf) while the current tensor is merged. Read-ahead stops when the
-  bytes in flight would pass the memory budget. Read buffers come from a :class:`BufferPool` and go back to it once
-  the result is written: a fresh multi-MB buffer costs a kernel page fault and zero-fill per 4 kB page.
+* Reading: a thread pool loads the inputs of upcoming tensors (safetensors tensors mapped copy-on-write from the
+  page cache, LoRA deltas applied, cast to the compute dtype, checked for NaN/Inf) while the current tensor is
+  merged. Read-ahead stops when the bytes in flight would pass the memory budget. A mapped tensor costs no copy
+  and no zero-filled buffer, and its pages leave the resident set when the tensor is freed.
 * Compute: one unit at a time on the compute device. For element-wise methods (``elementwise=True``) and plain
   copies, a unit is a row block of a tensor, read as a row block too: an embedding matrix never needs N full copies
-  at once, read-ahead keeps going through it, and the pooled buffers stay small and reused.
+  at once and read-ahead keeps going through it.
 * Writing: a single writer thread appends each result (or row block) to its pre-declared place in the output shard
   (:class:`~tutti.merging.stream_writer.StreamingWriter`), so nothing accumulates waiting for a shard to fill.
 """
@@ -14,8 +14,8 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
+import mmap
 import os
 import queue
 import threading
@@ -60,43 +60,6 @@ _ST_TO_TORCH = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float
                 "BOOL": torch.bool}
 _HEADERS: dict[tuple[int, int, int, int], tuple[int, dict[str, Any]]] = {}
 _HEADERS_LOCK = threading.Lock()
-POOL_MIN_BYTES = 1 << 20  # smaller reads are plain allocations (the C allocator already reuses small blocks)
-
-
-class BufferPool:
-    """Byte buffers kept for reuse, matched by exact size (a model repeats the same few tensor and block sizes).
-
-    Args:
-        max_free: free buffers beyond this many bytes are dropped, oldest first.
-        min_bytes: smaller requests are plain allocations (the C allocator already reuses small blocks).
-    """
-
-    def __init__(self, max_free: int, min_bytes: int = POOL_MIN_BYTES) -> None:
-        self.max_free = max_free
-        self.min_bytes = min_bytes
-        self._free: list[Tensor] = []
-        self._free_bytes = 0
-        self._lock = threading.Lock()
-
-    def get(self, nbytes: int) -> Tensor:
-        """A 1-D uint8 buffer of ``nbytes`` bytes (contents undefined)."""
-        if nbytes >= self.min_bytes:
-            with self._lock:
-                for i in range(len(self._free) - 1, -1, -1):
-                    if self._free[i].numel() == nbytes:
-                        self._free_bytes -= nbytes
-                        return self._free.pop(i)
-        return torch.empty(nbytes, dtype=torch.uint8)
-
-    def put(self, buf: Tensor) -> None:
-        """Give back a buffer from :meth:`get`; the caller must hold no other reference to its memory."""
-        if buf.numel() < self.min_bytes:
-            return
-        with self._lock:
-            self._free.append(buf)
-            self._free_bytes += buf.numel()
-            while self._free_bytes > self.max_free and self._free:
-                self._free_bytes -= self._free.pop(0).numel()
 
 
 def _header(fd: int, file: Path) -> tuple[int, dict[str, Any]]:
@@ -109,17 +72,13 @@ def _header(fd: int, file: Path) -> tuple[int, dict[str, Any]]:
         return _HEADERS[key]
 
 
-def read_safetensors_tensor(file: Path, name: str, *, rows: tuple[int, int] | None = None,
-                            pool: BufferPool | None = None) -> Tensor:
-    """Read one tensor (or its rows ``[start, stop)``) with ``pread`` into memory of our own (not a memory map, so
-    it leaves the RSS when dropped)."""
-    return read_into_buffer(file, name, rows=rows, pool=pool)[0]
+def read_safetensors_tensor(file: Path, name: str, *, rows: tuple[int, int] | None = None) -> Tensor:
+    """One tensor (or its rows ``[start, stop)``) as a private, copy-on-write memory map of the file's pages.
 
-
-def read_into_buffer(file: Path, name: str, *, rows: tuple[int, int] | None = None,
-                     pool: BufferPool | None = None) -> tuple[Tensor, Tensor]:
-    """Like :func:`read_safetensors_tensor`, also returning the uint8 buffer that holds the data (from ``pool``
-    when given; give it back with ``pool.put`` once nothing uses the tensor)."""
+    Reading costs no copy: the page cache's pages are mapped (a fault per 64 kB, not a 4 kB ``memcpy`` and
+    zero-fill), and writes to the tensor go to private pages, never to the file. The map is released as soon as
+    the last tensor using it is freed, so the pages leave the RSS like a buffer of our own.
+    """
     fd = os.open(file, os.O_RDONLY)
     try:
         start, header = _header(fd, file)
@@ -129,16 +88,17 @@ def read_into_buffer(file: Path, name: str, *, rows: tuple[int, int] | None = No
         if rows is not None:
             row = (end - begin) // max(shape[0], 1)
             begin, end, shape[0] = begin + rows[0] * row, begin + rows[1] * row, rows[1] - rows[0]
-        buf = pool.get(end - begin) if pool is not None else torch.empty(end - begin, dtype=torch.uint8)
-        view, done = memoryview(buf.numpy()), 0
-        while done < end - begin:
-            got = os.preadv(fd, [view[done:]], start + begin + done)
-            if got <= 0:
-                raise CheckpointError(f"{file}: truncated while reading {name!r}")
-            done += got
+        dtype = _ST_TO_TORCH[spec["dtype"]]
+        if end == begin:
+            return torch.empty(shape, dtype=dtype)
+        lo = (start + begin) // mmap.ALLOCATIONGRANULARITY * mmap.ALLOCATIONGRANULARITY
+        if os.fstat(fd).st_size < start + end:
+            raise CheckpointError(f"{file}: truncated (tensor {name!r} ends past the end of the file)")
+        mm = mmap.mmap(fd, start + end - lo, access=mmap.ACCESS_COPY, offset=lo)
     finally:
         os.close(fd)
-    return buf.view(_ST_TO_TORCH[spec["dtype"]]).reshape(shape), buf
+    buf = torch.frombuffer(mm, dtype=torch.uint8, offset=start + begin - lo, count=end - begin)
+    return buf.view(dtype).reshape(shape)
 
 
 def all_finite(t: Tensor) -> bool:
@@ -148,18 +108,14 @@ def all_finite(t: Tensor) -> bool:
 
 
 def load_input(src: ModelSource, name: str, dtype: torch.dtype | None, truncate: tuple[int, ...] | None, *,
-               rows: tuple[int, int] | None = None, pool: BufferPool | None = None,
-               held: list[Tensor] | None = None) -> Tensor:
+               rows: tuple[int, int] | None = None) -> Tensor:
     """Read one input tensor: LoRA delta added, cast to ``dtype``, cut to ``truncate``, checked to be finite.
 
-    ``rows`` reads only those rows (safetensors inputs without LoRA or truncation). With ``pool``, a pooled read
-    buffer the result still uses is appended to ``held`` (give it back after the result is written); one it does
-    not use is given back at once.
+    ``rows`` reads only those rows (safetensors inputs without LoRA or truncation).
     """
     file = src.ckpt.info(name).file
-    raw = None
     if str(file).endswith(".safetensors"):
-        t, raw = read_into_buffer(file, name, rows=rows, pool=pool if held is not None else None)
+        t = read_safetensors_tensor(file, name, rows=rows)
     else:
         t = src.ckpt.get(name) if rows is None else src.ckpt.get(name)[rows[0]:rows[1]]
     pair = src.lora_pairs.get(name)
@@ -172,11 +128,6 @@ def load_input(src: ModelSource, name: str, dtype: torch.dtype | None, truncate:
         t = t[tuple(slice(0, n) for n in truncate)]
     if t.is_floating_point() and not all_finite(t):
         raise CheckpointError(f"tensor {name!r} in {src.folder} contains NaN or Inf; fix or exclude that model")
-    if raw is not None and pool is not None and held is not None:
-        if t.untyped_storage().data_ptr() == raw.untyped_storage().data_ptr():
-            held.append(raw)
-        else:
-            pool.put(raw)
     return t
 
 
@@ -226,7 +177,7 @@ def _blocks(job: TensorJob, ins: list[Tensor], base: Tensor | None, block_bytes:
 
 class _Writer:
     """A writer thread fed through a byte-bounded queue; callbacks queued with :meth:`after` run once every
-    earlier item is written (read buffers go back to the pool that way)."""
+    earlier item is written."""
 
     def __init__(self, writer: StreamingWriter, max_bytes: int) -> None:
         self.writer = writer
@@ -292,26 +243,23 @@ def run_plan(plan: MergePlan, writer: StreamingWriter, options: ExecOptions,
     device = torch.device(options.device)
     budget = max(options.max_memory, 1)
     out = _Writer(writer, max_bytes=budget // 4)
-    pool = BufferPool(max_free=budget // 8, min_bytes=POOL_MIN_BYTES)
     reader = ThreadPoolExecutor(max_workers=max(1, options.read_threads), thread_name_prefix="tutti-read")
     jobs = plan.jobs
     units = _units(plan, dtype, options)
-    futures: dict[int, Future[tuple[list[Tensor], list[Tensor]]]] = {}
+    futures: dict[int, Future[list[Tensor]]] = {}
     job_sizes = [_job_bytes(plan, j, dtype) for j in jobs]
     sizes = [job_sizes[j] if r is None else job_sizes[j] * (r[1] - r[0]) // jobs[j].shape[0] for j, r in units]
     in_flight = 0
     nxt = 0
 
-    def load(job: TensorJob, rows: tuple[int, int] | None) -> tuple[list[Tensor], list[Tensor]]:
+    def load(job: TensorJob, rows: tuple[int, int] | None) -> list[Tensor]:
         refs = [*job.inputs, *([job.base] if job.base else [])]
-        held: list[Tensor] = []
-        tensors = [load_input(plan.models[mi], n, dtype, job.truncate, rows=rows, pool=pool, held=held)
-                   for mi, n in refs]
+        tensors = [load_input(plan.models[mi], n, dtype, job.truncate, rows=rows) for mi, n in refs]
         if plan.vocab is not None:  # tokenizer merging: realign vocab-indexed inputs to the output vocabulary
             from tutti.merging.vocab import align_inputs
 
             tensors = align_inputs(plan.vocab, job.name, tensors)
-        return tensors, held
+        return tensors
 
     try:
         for i, (ji, rows) in enumerate(units):
@@ -320,12 +268,10 @@ def run_plan(plan: MergePlan, writer: StreamingWriter, options: ExecOptions,
                 futures[nxt] = reader.submit(load, jobs[units[nxt][0]], units[nxt][1])
                 in_flight += sizes[nxt]
                 nxt += 1
-            tensors, held = futures.pop(i).result()
+            tensors = futures.pop(i).result()
             in_flight -= sizes[i]
             _compute_and_write(plan, jobs[ji], tensors, device, options, out, rows)
-            del tensors
-            if held:  # the result may alias its inputs (a copy): give the buffers back once it is written
-                out.after(functools.partial(_give_back, pool, held))
+            del tensors  # a mapped input is unmapped once its result (which may alias it) is written
             if on_tensor is not None and (rows is None or rows[1] == jobs[ji].shape[0]):
                 on_tensor(jobs[ji])
         out.close()
@@ -337,11 +283,6 @@ def run_plan(plan: MergePlan, writer: StreamingWriter, options: ExecOptions,
         raise
     finally:
         reader.shutdown(wait=True, cancel_futures=True)
-
-
-def _give_back(pool: BufferPool, bufs: list[Tensor]) -> None:
-    for b in bufs:
-        pool.put(b)
 
 
 def _compute_and_write(plan: MergePlan, job: TensorJob, tensors: list[Tensor], device: torch.device,

@@ -10,6 +10,7 @@ destination and is renamed into place by :meth:`StreamingWriter.finish`; an erro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -71,6 +72,8 @@ class StreamingWriter:
         self._files: list[BinaryIO] = []
         self._data_start: list[int] = []
         meta = {"format": "pt", **(metadata or {})}
+        size_of = {fname: max((v["data_offsets"][1] for v in header.values()), default=0)
+                   for fname, header in zip(self.names, shards, strict=True)}
         for fname, header in zip(self.names, shards, strict=True):
             raw = json.dumps({"__metadata__": meta, **header}, separators=(",", ":")).encode()
             raw += b" " * (-len(raw) % 8)
@@ -78,6 +81,8 @@ class StreamingWriter:
             f.write(len(raw).to_bytes(8, "little"))
             f.write(raw)
             f.flush()  # the data section is written with os.pwrite on the file descriptor
+            with contextlib.suppress(OSError, AttributeError):  # reserve the blocks at once: an extending write
+                os.posix_fallocate(f.fileno(), 0, 8 + len(raw) + size_of[fname])  # costs a block allocation each
             self._files.append(f)
             self._data_start.append(8 + len(raw))
         self._done = False
