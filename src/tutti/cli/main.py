@@ -14,6 +14,7 @@ import sys
 import click
 import typer
 
+from tutti.cli import fast_exit_requested
 from tutti.errors import TuttiError
 
 app = typer.Typer(
@@ -58,6 +59,10 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or os.environ.get("TUTTI_DEBUG") == "1"
     try:
         app(args=args, prog_name="tutti", standalone_mode=False)
+        if argv is None and fast_exit_requested():
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.ClickException as e:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from tutti.cli import request_fast_exit
 from tutti.errors import ConfigError
 
 HELP = """Merge checkpoints in weight space from a mergekit 0.1.5 YAML, unchanged.
@@ -87,6 +88,7 @@ def register(app: typer.Typer) -> None:
                     threads=threads, max_memory=max_memory, unsafe_truncate_embeddings=unsafe_truncate,
                     write_model_card=write_model_card, progress=progress)
         print(out)
+        request_fast_exit()  # the output is published: skip the interpreter's half-second torch teardown
 
 
 def _size(text: str) -> str | int:
