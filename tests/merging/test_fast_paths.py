@@ -63,3 +63,58 @@ def test_negative_weights_take_the_general_path():
     out = combine_task_vectors(base, d, [1.0, -1.0], consensus=True, normalize=True, lambda_=1.0)
     # weighted: [1,-1,2,0] and [-1,-1,2,0]; sums [0,-2,4,0] elect [+,-,+,+]; divisors [1,0->1,0->1,1]
     assert out.tolist() == [1.0, -2.0, 4.0, 0.0]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 1000, 300_000])
+def test_sorted_at_equals_a_full_sort(size):
+    from tutti.merging.methods.selective import _sorted_at
+
+    d = _with_ties(max(size, 130))[:size].abs()
+    positions = [int(q * (size - 1)) for q in (0.25, 0.5, 0.75)]
+    s = torch.sort(d).values
+    assert [float(v) for v in _sorted_at(d, positions)] == [float(s[i]) for i in positions]
+
+
+@pytest.mark.parametrize("shape", [(7, 1), (40, 576), (3, 1536)])
+def test_row_order_is_the_stable_argsort_of_magnitudes(shape):
+    g = torch.Generator().manual_seed(shape[1])
+    x = torch.randn(shape, generator=g)
+    x[:, : shape[1] // 3] = 0.25  # a run of ties: ordered by column, as a stable sort orders them
+    x[:, : shape[1] // 6] = -0.25  # the same magnitude with the other sign
+    ref = torch.argsort(x.abs(), dim=1, stable=True)
+    assert torch.equal(sp._row_order(x), ref)
+    assert torch.equal(sp._row_order(x.double()), ref)  # the general (argsort) path
+
+
+def test_scalar_keep_mask_equals_the_tensor_path_and_repeats():
+    from tutti.merging.base import TensorContext
+
+    ctx = TensorContext(name="model.layers.0.mlp.up_proj.weight", seed=3)
+    like = torch.zeros(1000, 37)
+    for p in (0.0, 0.1, 0.5, 0.9, 1.0):
+        fast = ctx.keep_mask(p, 1, like=like)
+        assert torch.equal(fast, ctx.keep_mask(torch.full_like(like, p), 1))
+        assert torch.equal(fast, ctx.keep_mask(torch.full((37,), p), 1, like=like))  # broadcast p
+        assert torch.equal(fast, ctx.keep_mask(p, 1, like=like))  # same stream, same mask
+        assert abs(float(fast.float().mean()) - p) < 0.01
+    assert not torch.equal(ctx.keep_mask(0.5, 0, like=like), ctx.keep_mask(0.5, 1, like=like))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("rescale", [None, "inverse_p"])
+def test_della_keeps_each_rank_with_its_probability(dtype, rescale):
+    from tutti.merging.base import TensorContext
+
+    g = torch.Generator().manual_seed(0)
+    delta = torch.randn(20000, 10, generator=g, dtype=dtype)
+    delta[:, :3] = 0.5  # ties: ranked by column, as a stable sort ranks them
+    ctx = TensorContext(name="w", seed=1)
+    out = sp.della_magprune(delta, 0.5, 0.3, ctx, 0, rescale=rescale)
+    kept = out != 0
+    ranks = torch.argsort(torch.argsort(delta.abs(), dim=1, stable=True), dim=1)
+    p = 0.2 + 0.6 * ranks.to(dtype) / 9
+    assert torch.allclose(out[kept], (delta if rescale is None else delta / p)[kept])
+    for j in range(10):
+        freq = float(kept[ranks == j].float().mean())
+        assert freq == pytest.approx(0.2 + 0.6 * j / 9, abs=0.015), j
+    assert torch.equal(out, sp.della_magprune(delta, 0.5, 0.3, ctx, 0, rescale=rescale))  # repeats exactly

@@ -37,7 +37,7 @@ Example (a complete, registered method)::
         '''Drop-and-rescale each task vector, then add the weighted sum to the base.'''
         out = base.clone()
         for i, (x, w, d) in enumerate(zip(tensors, weight, density)):
-            keep = ctx.bernoulli(torch.full_like(x, d), i)   # seeded by (seed, ctx.name, i)
+            keep = ctx.bernoulli(d, i, like=x)   # seeded by (seed, ctx.name, i)
             out += w * (x - base) * keep / d
         return out
 
@@ -50,11 +50,13 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import math
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -97,10 +99,35 @@ class TensorContext:
         g.manual_seed(self.seed_for(input_index))
         return g
 
-    def bernoulli(self, p: Tensor, input_index: int) -> Tensor:
-        """A 0/1 mask ``~ Bernoulli(p)`` with ``p``'s shape, dtype and device, drawn from the input's stream."""
-        draw = torch.rand(p.shape, generator=self.generator(input_index), dtype=torch.float32)
-        return (draw.to(p.device) < p.float()).to(p.dtype)
+    def raw32(self, n: int, input_index: int) -> np.ndarray:
+        """``n`` uniform 32-bit integers from the input's SFC64 stream (two per 64-bit draw, on CPU: about ten
+        times the speed of ``torch.rand``)."""
+        return np.random.SFC64(self.seed_for(input_index)).random_raw((n + 1) // 2).view(np.uint32)[:n]
+
+    def keep_mask(self, p: Tensor | float, input_index: int, *, like: Tensor | None = None) -> Tensor:
+        """A boolean mask, true with probability ``p``, from the input's stream.
+
+        The decision is ``u < p`` with the float32 uniform ``u = (r >> 8) / 2**24`` of each raw draw ``r``
+        (:meth:`raw32`), taken exactly in integers as ``r < ceil(p * 2**24) * 2**8``. ``p`` is a number or a tensor
+        broadcastable to the mask's shape, which is ``like``'s when given (else ``p``'s); the mask is on that
+        tensor's device.
+        """
+        ref = like if like is not None else p
+        if not isinstance(ref, Tensor):
+            raise TypeError("keep_mask with a scalar p needs like=")
+        raw = self.raw32(ref.numel(), input_index).reshape(tuple(ref.shape))
+        if isinstance(p, Tensor):
+            thr = (torch.ceil(p.detach().double().cpu() * 2**24).clamp_(0, 2**24).long() << 8).numpy()
+            keep = raw < thr  # int64 compare, broadcast
+        else:
+            t = min(math.ceil(max(float(p), 0.0) * 2**24), 2**24) << 8
+            keep = raw < t if t < 2**32 else np.ones(raw.shape, dtype=bool)
+        return torch.from_numpy(np.ascontiguousarray(keep)).to(ref.device)
+
+    def bernoulli(self, p: Tensor | float, input_index: int, *, like: Tensor | None = None) -> Tensor:
+        """:meth:`keep_mask` as 0/1 values of ``p``'s (or ``like``'s) dtype."""
+        ref = like if like is not None else p
+        return self.keep_mask(p, input_index, like=like).to(ref.dtype)  # type: ignore[union-attr]
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,19 @@ from tutti.merging.base import TensorContext
 RESCALE_MODES = ("l1", "inverse_p")
 
 
-def rescale_l1(delta: Tensor, masked: Tensor, eps: float = 1e-7) -> Tensor:
-    """``masked`` scaled so its L1 norm equals ``delta``'s (unchanged if either norm is below ``eps``)."""
-    before = delta.abs().sum()
+def rescale_l1(delta: Tensor, masked: Tensor, eps: float = 1e-7, *, before: Tensor | None = None,
+               in_place: bool = False) -> Tensor:
+    """``masked`` scaled so its L1 norm equals ``delta``'s (unchanged if either norm is below ``eps``).
+
+    ``before`` is ``delta``'s L1 norm when already known; ``in_place`` scales ``masked`` itself (a temporary of
+    the caller's own.
+    """
+    before = delta.abs().sum() if before is None else before  # faster than linalg.vector_norm(ord=1) on CPU
     after = masked.abs().sum()
     if before < eps or after < eps:
         return masked
-    return masked * (before / after)
+    ratio = before / after
+    return masked.mul_(ratio) if in_place else masked * ratio
 
 
 _SAMPLE = 1 << 15
@@ -181,20 +187,30 @@ def bernoulli_drop(delta: Tensor, density: float, ctx: TensorContext, index: int
     if density >= 1:
         return delta
     work = delta if delta.dtype in (torch.float32, torch.float64) else delta.float()
-    keep = ctx.bernoulli(torch.full_like(work, density), index)
-    masked = work * keep
+    masked = work * ctx.keep_mask(density, index, like=work).view(torch.uint8)  # x uint8: fast; x bool: slow
     if rescale == "l1":
-        masked = rescale_l1(work, masked)
+        masked = rescale_l1(work, masked, in_place=True)
     elif rescale == "inverse_p":
-        masked = masked / density if density > 0 else masked
+        masked = masked.div_(density) if density > 0 else masked
     return masked.to(delta.dtype)
 
 
-def _row_argsort(x: Tensor) -> Tensor:
-    """Ascending argsort of each row; on CPU through NumPy's vectorised sort (about twice torch's speed)."""
-    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
-        return torch.from_numpy(np.argsort(x.numpy(), axis=1))
-    return torch.argsort(x, dim=1)
+def _row_order(x: Tensor) -> Tensor:
+    """For each row of the 2-D ``x``, its columns in ascending order of magnitude (ties by column, as a stable
+    argsort of ``|x|``).
+
+    On CPU, float32 goes through one NumPy sort of 64-bit keys ``(bits of |x|) << 32 | column`` (a non-negative
+    float orders like its bit pattern, and ``|x|``'s bits are ``x``'s without the sign bit): about three times
+    faster than an argsort, with the columns read back from the keys' low half.
+    """
+    if x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous():
+        keys = np.bitwise_and(x.numpy().view(np.int32), 0x7FFFFFFF, dtype=np.int64)
+        keys <<= 32
+        keys |= np.arange(x.shape[1], dtype=np.int64)
+        keys.sort(axis=1)
+        keys &= 0xFFFFFFFF
+        return torch.from_numpy(keys)
+    return torch.argsort(x.abs(), dim=1, stable=True)
 
 
 def della_magprune(delta: Tensor, density: float, epsilon: float, ctx: TensorContext, index: int, *,
@@ -209,17 +225,20 @@ def della_magprune(delta: Tensor, density: float, epsilon: float, ctx: TensorCon
                           f"epsilon={epsilon}; lower epsilon")
     work = delta if delta.dtype in (torch.float32, torch.float64) else delta.float()
     rows = work.unsqueeze(0) if work.dim() < 2 else work
-    order = _row_argsort(rows.abs())  # (rows, cols) ascending
-    ranks = torch.empty_like(rows)
-    ar = torch.arange(rows.shape[1], dtype=rows.dtype, device=rows.device).expand_as(rows)
-    ranks.scatter_(1, order, ar)
-    span = float(rows.shape[1] - 1)
-    probs = ranks.div_(span).clamp_(0, 1) if span > 0 else ranks.zero_()  # normalised rank, in place
-    probs = probs.mul_(2 * epsilon).add_(density - epsilon)
-    keep = ctx.bernoulli(probs, index)
+    order = _row_order(rows).to(rows.device)  # (rows, cols): position j holds the column of rank j
+    cols = rows.shape[1]
+    ramp = torch.arange(cols, dtype=rows.dtype).div_(float(cols - 1)).clamp_(0, 1) if cols > 1 \
+        else torch.zeros(1, dtype=rows.dtype)  # normalised rank
+    probs = ramp.mul_(2 * epsilon).add_(density - epsilon)  # keep probability of rank j, (cols,)
+    # one draw per (row, rank) decides the entry of that rank: the draws are i.i.d., so this is the same
+    # distribution as one draw per entry, and the probabilities stay a vector of `cols`
+    keep_sorted = ctx.keep_mask(probs.cpu(), index, like=order)
+    keep = torch.empty(rows.shape, dtype=torch.uint8, device=rows.device)
+    keep.scatter_(1, order, keep_sorted.view(torch.uint8))
     masked = rows * keep
     if rescale == "l1":
-        masked = rescale_l1(rows, masked)
+        masked = rescale_l1(rows, masked, in_place=True)
     elif rescale == "inverse_p":
-        masked = masked / probs
+        inv = torch.empty_like(rows).scatter_(1, order, probs.to(rows.device).expand_as(rows))
+        masked = masked.div_(inv)
     return masked.reshape(delta.shape).to(delta.dtype)

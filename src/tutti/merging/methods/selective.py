@@ -7,6 +7,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tutti.merging.base import TensorContext, merge_method
+from tutti.merging.sparsify import rank_band_mask
+
+
+def _population_var(tvs: Tensor) -> Tensor:
+    """Variance over the first dimension (``1/n``), two passes over the few rows (``torch.var(dim=0)`` reduces
+    across a strided dimension and is ~40x slower on CPU)."""
+    mean = sum(tvs.unbind(0)) / tvs.shape[0]
+    return sum((t - mean).square_() for t in tvs.unbind(0)) / tvs.shape[0]
 
 
 def _sign_mask(tvs: Tensor) -> Tensor:
@@ -27,12 +35,12 @@ def sce(tensors: list[Tensor], base: Tensor, *, select_topk: float = 1.0, int8_m
         return base.clone()
     tvs = torch.stack([x - base for x in tensors])  # (n, *shape)
     if select_topk < 1:
-        keep = torch.zeros(base.numel(), dtype=tvs.dtype, device=tvs.device)
+        keep = torch.zeros(base.numel(), dtype=torch.bool, device=tvs.device)
         if select_topk > 0:
-            var = torch.var(tvs, dim=0, unbiased=False).reshape(-1)
+            var = _population_var(tvs).reshape(-1)
             k = int(int(torch.count_nonzero(var)) * select_topk)
-            if k > 0:
-                keep[torch.topk(var.abs(), k=k).indices] = 1
+            if k > 0:  # the k largest (rank_band_mask: linear-time selection, not a top-k sort)
+                keep = rank_band_mask(var, var.numel() - k, var.numel())
         tvs = tvs * keep.reshape(base.shape).unsqueeze(0)
     msq = tvs.square().reshape(tvs.shape[0], -1).mean(dim=1)
     total = float(msq.sum())
@@ -101,6 +109,31 @@ def model_stock(tensors: list[Tensor], base: Tensor, *, filter_wise: bool = Fals
 _QUANTILE_SAMPLE = 1_000_000
 
 
+def _sorted_at(flat: Tensor, positions: list[int]) -> list[Tensor]:
+    """The entries a full ascending sort of ``flat`` would put at the ascending ``positions``.
+
+    On CPU: linear-time NumPy partitions, the middle position first and then each outer one inside its half
+    (~5 ms for a million floats, against ~60 ms for a torch sort and, oddly, ~30 ms for one multi-kth partition).
+    """
+    if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64):
+        a = flat.numpy().copy()
+        out: dict[int, float] = {}
+
+        def pick(lo: int, hi: int, ps: list[int]) -> None:  # a[lo:hi] holds exactly the ranks lo..hi-1
+            if not ps:
+                return
+            mid = ps[len(ps) // 2]
+            a[lo:hi].partition(mid - lo)
+            out[mid] = float(a[mid])
+            pick(lo, mid, ps[: len(ps) // 2])
+            pick(mid + 1, hi, ps[len(ps) // 2 + 1:])
+
+        pick(0, a.size, sorted(set(positions)))
+        return [torch.tensor(out[i], dtype=flat.dtype) for i in positions]
+    srt = torch.sort(flat).values
+    return [srt[i] for i in positions]
+
+
 @merge_method("arcee_fusion", pretty_name="Arcee Fusion", paper="https://arcee.ai", randomized=True, max_inputs=1)
 def arcee_fusion(tensors: list[Tensor], base: Tensor, *, ctx: TensorContext) -> Tensor:
     """Take the fine-tune's change where ``|delta| * KL(softmax rows)`` passes ``median + 1.5 IQR``.
@@ -115,8 +148,6 @@ def arcee_fusion(tensors: list[Tensor], base: Tensor, *, ctx: TensorContext) -> 
     if flat.numel() > _QUANTILE_SAMPLE:
         idx = torch.randint(flat.numel(), (_QUANTILE_SAMPLE,), generator=ctx.generator(0))
         flat = flat[idx.to(flat.device)]
-    srt = torch.sort(flat).values
-    qs = (torch.tensor([0.25, 0.5, 0.75]) * (srt.numel() - 1)).long().to(srt.device)
-    q1, med, q3 = srt[qs]
+    q1, med, q3 = _sorted_at(flat, [int(q * (flat.numel() - 1)) for q in (0.25, 0.5, 0.75)])
     mask = (importance >= med + 1.5 * (q3 - q1)).float()
     return base + (x - base) * mask
