@@ -51,11 +51,28 @@ def sce(tensors: list[Tensor], base: Tensor, *, select_topk: float = 1.0, int8_m
     return base + merged
 
 
-def _ram_parts(tensors: list[Tensor], base: Tensor, epsilon: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    tv = torch.stack([x - base for x in tensors]).reshape(len(tensors), -1)  # (n, numel)
-    active = tv.abs() > epsilon
-    counts = active.sum(dim=0, keepdim=True)  # (1, numel)
-    return tv * active, active, counts, counts > 1, counts == 1
+def _ram_terms(tensors: list[Tensor], base: Tensor, epsilon: float) -> tuple[list[Tensor], list[Tensor], Tensor]:
+    """Flat task vectors zeroed where inactive (``|tv| <= epsilon``), each already divided by the number of active
+    models at each entry (at least 1), with the activity masks and that count.
+
+    One pass per model instead of reductions over a stacked ``(n, numel)`` tensor (strided, ~10x slower on CPU).
+    Each term equals the reference's ``tv * unique + tv * overlap / counts`` entry for entry: ``x / 1 == x``.
+    """
+    tvs = [(x - base).reshape(-1) for x in tensors]
+    active = [tv.abs() > epsilon for tv in tvs]
+    count = active[0].to(base.dtype)
+    for a in active[1:]:
+        count.add_(a)
+    denom = count.clamp(min=1)
+    terms = [tv.mul_(a).div_(denom) for tv, a in zip(tvs, active, strict=True)]
+    return terms, active, count
+
+
+def _sum(terms: list[Tensor]) -> Tensor:
+    out = terms[0].clone()
+    for t in terms[1:]:
+        out.add_(t)
+    return out
 
 
 @merge_method("ram", pretty_name="Reinforced Agent Merging", paper="https://arxiv.org/abs/2601.13572", min_inputs=0)
@@ -63,9 +80,8 @@ def ram(tensors: list[Tensor], base: Tensor, *, epsilon: float = 1e-5) -> Tensor
     """Unique deltas (one active model) at full strength, shared deltas averaged over their contributors."""
     if not tensors:
         return base.clone()
-    tv, _, counts, overlap, unique = _ram_parts(tensors, base, epsilon)
-    merged = (tv * unique + tv * overlap / counts.clamp(min=1)).sum(dim=0)
-    return base + merged.reshape(base.shape)
+    terms, _, _ = _ram_terms(tensors, base, epsilon)
+    return base + _sum(terms).reshape(base.shape)
 
 
 @merge_method("ramplus_tl", pretty_name="Reinforced Agent Merging Plus (Tensor-Local)",
@@ -75,11 +91,14 @@ def ramplus_tl(tensors: list[Tensor], base: Tensor, *, r: float = 0.1, alpha: fl
     """RAM with unique deltas boosted by ``1 + r * clamp(shared/unique, 0, alpha)`` per model and tensor."""
     if not tensors:
         return base.clone()
-    tv, active, counts, overlap, unique = _ram_parts(tensors, base, epsilon)
-    rho = (active & overlap).sum(dim=1) / (active & unique).sum(dim=1).clamp(min=epsilon)
-    lam = 1 + r * rho.clamp(min=0, max=alpha)  # (n,)
-    merged = (tv * unique * lam.unsqueeze(-1) + tv * overlap / counts.clamp(min=1)).sum(dim=0)
-    return base + merged.reshape(base.shape)
+    terms, active, count = _ram_terms(tensors, base, epsilon)
+    unique = count == 1
+    for t, a in zip(terms, active, strict=True):
+        n_unique = (a & unique).sum()
+        rho = (a.sum() - n_unique) / n_unique.clamp(min=epsilon)  # active where shared / active where unique
+        lam = 1 + r * rho.clamp(min=0, max=alpha)
+        t.mul_(torch.where(unique, lam.to(t.dtype), torch.ones((), dtype=t.dtype)))
+    return base + _sum(terms).reshape(base.shape)
 
 
 @merge_method("model_stock", pretty_name="Model Stock", paper="https://arxiv.org/abs/2403.19522", min_inputs=2)

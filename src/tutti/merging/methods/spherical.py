@@ -43,8 +43,8 @@ def nuslerp_tensors(t: float, v0: Tensor, v1: Tensor, *, dim: int = -1, flatten:
     """SLERP along ``dim`` (per row/column) or of the flattened tensors; lerp where nearly colinear."""
     shape = v0.shape
     if flatten:
-        v0, v1 = v0.reshape(-1), v1.reshape(-1)
-    elif dim != -1:
+        return _nuslerp_flat(t, v0.reshape(-1), v1.reshape(-1), eps).reshape(shape)
+    if dim != -1:
         v0, v1 = v0.transpose(dim, -1), v1.transpose(dim, -1)
     u0 = v0 / torch.norm(v0, dim=-1, keepdim=True).clamp(min=1e-7)
     u1 = v1 / torch.norm(v1, dim=-1, keepdim=True).clamp(min=1e-7)
@@ -56,6 +56,21 @@ def nuslerp_tensors(t: float, v0: Tensor, v1: Tensor, *, dim: int = -1, flatten:
     if dim != -1 and not flatten:
         res = res.transpose(dim, -1)
     return res.reshape(shape)
+
+
+def _nuslerp_flat(t: float, v0: Tensor, v1: Tensor, eps: float) -> Tensor:
+    """:func:`nuslerp_tensors` of two flat tensors: the angle from two norms and a dot product, then one pass
+    ``c0 v0 + c1 v1`` with scalar coefficients (no unit-vector copies, no element-wise division)."""
+    n0 = torch.linalg.vector_norm(v0).clamp(min=1e-7)
+    n1 = torch.linalg.vector_norm(v1).clamp(min=1e-7)
+    cos = (torch.dot(v0, v1) / (n0 * n1)).clamp(-1, 1) if v0.numel() else torch.ones((), dtype=v0.dtype)
+    if float(1 - cos.square()) <= eps**2:  # colinear: lerp
+        c0, c1 = torch.tensor(1 - t, dtype=v0.dtype), torch.tensor(t, dtype=v0.dtype)
+    else:
+        theta = torch.acos(cos)
+        s = torch.sin(theta)
+        c0, c1 = torch.sin((1 - t) * theta) / s, torch.sin(t * theta) / s
+    return torch.add(v0 * c0, v1, alpha=float(c1))
 
 
 @merge_method("nuslerp", pretty_name="NuSLERP", min_inputs=2, max_inputs=2)
@@ -77,30 +92,36 @@ def multislerp(tensors: list[Tensor], base: Tensor | None = None, *, ctx: Tensor
     """Barycentric interpolation on the hypersphere: one tangent-space step from the weighted mean direction."""
     if len(tensors) == 1:
         return tensors[0]
-    x = torch.stack(tensors)  # (n, *shape)
-    if base is not None:
-        x = x - base
-    flat = x.reshape(x.shape[0], -1)
-    w = torch.tensor(weight, dtype=x.dtype, device=x.device)
+    shape = tensors[0].shape
+    # one flat vector per model and scalar reductions, not reductions across a stacked (n, numel) tensor
+    xs = [(x - base if base is not None else x).reshape(-1) for x in tensors]
+    w = torch.tensor(weight, dtype=xs[0].dtype)
     if normalize_weights:
         w = w / w.sum()
-    norms = torch.norm(flat, dim=-1, keepdim=True)  # (n, 1)
-    units = flat / (norms + eps)
-    mean = (units * w.view(-1, 1)).sum(0)
-    mean_norm = torch.norm(mean)
+    ws = [float(v) for v in w]
+    norms = [torch.linalg.vector_norm(x) for x in xs]
+    units = [x / (n + eps) for x, n in zip(xs, norms, strict=True)]
+    mean = _weighted_sum(units, ws)
+    mean_norm = torch.linalg.vector_norm(mean)
     if mean_norm < eps:
-        if x.shape[0] != 2:
+        if len(xs) != 2:
             raise TuttiError(f"{ctx.name}: multislerp inputs cancel out (antipodal with balancing weights); "
                              "change the weights")
-        res = (x[0] * w[0] + x[1] * w[1]).view(x.shape[1:])
+        res = _weighted_sum(xs, ws).view(shape)
         return res + base if base is not None else res
-    mean = mean / mean_norm
-    tangent = units - (units * mean).sum(-1, keepdim=True) * mean
-    step = (tangent * w.view(-1, 1)).sum(0)
-    step_norm = torch.norm(step) + eps
-    res = mean * torch.cos(step_norm) + step * (torch.sin(step_norm) / step_norm)
-    res = (res * (norms.squeeze(-1) * w).sum()).view(x.shape[1:])
+    mean.div_(mean_norm)
+    step = _weighted_sum([u.sub_(mean * torch.dot(u, mean)) for u in units], ws)  # tangent vectors, in place
+    step_norm = torch.linalg.vector_norm(step) + eps
+    res = torch.add(mean * torch.cos(step_norm), step, alpha=float(torch.sin(step_norm) / step_norm))
+    res = res.mul_(float(sum(n * wi for n, wi in zip(norms, ws, strict=True)))).view(shape)
     return res + base if base is not None else res
+
+
+def _weighted_sum(xs: list[Tensor], ws: list[float]) -> Tensor:
+    out = xs[0] * ws[0]
+    for x, wi in zip(xs[1:], ws[1:], strict=True):
+        out.add_(x, alpha=wi)
+    return out
 
 
 def karcher_mean(tensors: list[Tensor], alphas: list[float], *, max_iter: int = 10, tol: float = 1e-5) -> Tensor:
