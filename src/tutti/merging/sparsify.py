@@ -82,7 +82,8 @@ def _below(v: Tensor) -> float:
 def _band(delta: Tensor, w: Tensor, lo: int, hi: int) -> Tensor | None:
     """``delta`` with only the entries whose magnitude rank (ascending, flat ``w = |delta|``) is in ``[lo, hi)``.
 
-    Float-only passes (``threshold``, ``copysign``; no boolean masks over the whole tensor). Equal magnitudes that
+    Float-only passes (``threshold``, ``copysign``; no boolean masks over the whole tensor), in place after the
+    first (a fresh multi-MB result can cost more in page faults than the pass itself). Equal magnitudes that
     straddle a band edge are ranked by element index, as :func:`rank_band_mask` does. Returns ``None`` when the
     whole band lies inside one run of equal magnitudes (the caller then uses :func:`rank_band_mask`).
     """
@@ -99,16 +100,17 @@ def _band(delta: Tensor, w: Tensor, lo: int, hi: int) -> Tensor | None:
         v_hi, less, eq = select(w, hi)
         if v_lo is not None and bool(v_hi == v_lo):
             return None
+        neg = kept.neg_() if kept is not w else -kept  # in place on our own temporary (w is still needed)
         if less + eq == hi:
-            kept = F.threshold(-kept, _below(-v_hi), 0.0)  # -x for x <= v_hi, else 0
+            kept = F.threshold_(neg, _below(-v_hi), 0.0)  # -x for x <= v_hi, else 0
         else:  # keep x < v_hi and the first equal ones by index
-            kept = F.threshold(-kept, float(-v_hi), 0.0)
+            kept = F.threshold_(neg, float(-v_hi), 0.0)
             hi_idx = torch.nonzero(w == v_hi).reshape(-1)[: hi - less]
     if lo_idx is not None:
         kept[lo_idx] = v_lo if v_hi is None else -v_lo
     if hi_idx is not None:
         kept[hi_idx] = -v_hi
-    return kept.reshape(delta.shape).copysign(delta)
+    return kept.reshape(delta.shape).copysign_(delta)  # kept is ours: in place (a fresh result costs page faults)
 
 
 def _ties_at(w: Tensor, value: Tensor, lo: int, hi: int) -> Tensor:
