@@ -22,14 +22,14 @@ def slerp_tensors(t: float, v0: Tensor, v1: Tensor, *, dot_threshold: float = 0.
     na, nb = torch.linalg.vector_norm(a), torch.linalg.vector_norm(b)
     na = torch.where(na > eps, na, torch.ones_like(na))
     nb = torch.where(nb > eps, nb, torch.ones_like(nb))
-    dot = ((a / na) * (b / nb)).sum().clamp(-1, 1)
+    dot = (torch.dot(a, b) / (na * nb)).clamp(-1, 1)  # the unit vectors' dot, without unit-vector copies
     if dot.abs() > dot_threshold:
         ca, cb = torch.tensor(1 - t, dtype=dt), torch.tensor(t, dtype=dt)
     else:
         theta = torch.acos(dot)
         s = torch.sin(theta)
         ca, cb = torch.sin((1 - t) * theta) / s, torch.sin(t * theta) / s
-    return (ca * a + cb * b).reshape(v0.shape).to(v0.dtype)
+    return torch.add(a * ca, b, alpha=float(cb)).reshape(v0.shape).to(v0.dtype)
 
 
 @merge_method("slerp", pretty_name="SLERP", paper="https://en.wikipedia.org/wiki/Slerp", max_inputs=1)
