@@ -111,18 +111,24 @@ def model_stock(tensors: list[Tensor], base: Tensor, *, filter_wise: bool = Fals
     else:
         w0, ws = base.reshape(-1), [x.reshape(-1) for x in tensors]
     offsets = [x - w0 for x in ws]
+    norms = [torch.norm(a, dim=-1) for a in offsets]
     cos = []
     for i, a in enumerate(offsets):
-        for b in offsets[i + 1:]:
-            denom = (torch.norm(a, dim=-1) * torch.norm(b, dim=-1)).clamp(min=1e-6)
-            cos.append(((a * b).sum(dim=-1) / denom).clamp(-1, 1))
+        for j in range(i + 1, len(offsets)):
+            b = offsets[j]
+            denom = (norms[i] * norms[j]).clamp(min=1e-6)
+            dots = torch.dot(a, b) if a.dim() == 1 else (a * b).sum(dim=-1)  # flat: no product copy
+            cos.append((dots / denom).clamp(-1, 1))
     c = torch.stack(cos).mean(dim=0).unsqueeze(-1)
     k = len(ws)
     denom = 1 + (k - 1) * c
     singular = denom.abs() < 1e-6
     t = torch.where(singular, torch.zeros_like(c), (k * c) / torch.where(singular, torch.ones_like(denom), denom))
-    avg = sum(ws[1:], ws[0]) / k
-    return (t * avg + (1 - t) * w0).reshape(shape)
+    avg = ws[0].clone()
+    for x in ws[1:]:
+        avg.add_(x)
+    avg.div_(k)
+    return avg.mul_(t).add_((1 - t) * w0).reshape(shape)
 
 
 _QUANTILE_SAMPLE = 1_000_000
