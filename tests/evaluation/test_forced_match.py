@@ -4,6 +4,7 @@ real SmolLM2 with a zoo expert."""
 
 from __future__ import annotations
 
+import math
 from itertools import pairwise
 
 import pytest
@@ -113,11 +114,20 @@ def test_fast_path_equals_interface_path_with_chat_prompts(tiny_model_dir, tmp_p
     for f, s in zip(prepared(m), slow, strict=True):
         assert f.logprob == pytest.approx(s.logprob, abs=1e-4)
         assert (f.is_greedy, f.num_tokens) == (s.is_greedy, s.num_tokens)
-    greedy = option_greedy(m, [c for c, _ in reqs], [[a, a.upper()] for _, a in reqs], batch_size=3)
-    for (c, a), row in zip(reqs, greedy, strict=True):
-        for res, s in zip(row, m.loglikelihood([(c, a), (c, a.upper())]), strict=True):
+    opts = [[a, a.upper(), "\n\n"] for _, a in reqs]  # this random model's greedy answers start with a newline
+    greedy = option_greedy(m, [c for c, _ in reqs], opts, batch_size=3)
+    for (c, _), os_, row in zip(reqs, opts, greedy, strict=True):
+        for res, s in zip(row, m.loglikelihood([(c, o) for o in os_]), strict=True):
             assert res.logprob == pytest.approx(s.logprob, abs=1e-4)
             assert (res.is_greedy, res.num_tokens) == (s.is_greedy, s.num_tokens)
+    pruned = option_greedy(m, [c for c, _ in reqs], opts, batch_size=3, greedy_only=True)
+    assert sum(not math.isnan(p.logprob) for row in pruned for p in row) == 4  # the newline option of each
+    for full, part in zip(greedy, pruned, strict=True):  # pruning never skips an option greedy decoding produces
+        for f, p in zip(full, part, strict=True):
+            if math.isnan(p.logprob):
+                assert not f.is_greedy and p.greedy == f.greedy[:1]
+            else:
+                assert p.logprob == pytest.approx(f.logprob, abs=1e-4) and (p.greedy, p.reference) == (f.greedy, f.reference)
     write_split(tmp_path / "dev.jsonl", [Example(str(i), q[0]["content"], a) for i, (q, a) in enumerate(reqs)])
     u = build_utility(UtilityConfig(name="forced_match", task=str(tmp_path), options={"chat": True, "max_new_tokens": 4}))
 
@@ -149,3 +159,14 @@ def test_real_smollm2_forced_match_is_a_lower_bound_of_generation(smollm2):
     print(f"sentiment expert on 24 sentiment dev examples: forced {forced.value:.3f}, generation {gen.value:.3f}")
     assert all(g == 1.0 for f, g in zip(forced.scores, gen.scores, strict=True) if f == 1.0)
     assert forced.value >= 0.5  # the expert answers in the bare format, so the bound is not vacuous
+
+
+def test_options_that_leave_the_greedy_path_are_not_run():
+    from tutti.evaluation.scoring import ForcedResult, _may_be_greedy
+
+    run = ForcedResult(0.0, (7, 3, 0, 5), (7, 3, 0, 6, 2))  # greedy follows 7 3 0, then takes 6 (not 5)
+    assert _may_be_greedy((7, 3, 0, 6), run)  # leaves the run where greedy does
+    assert not _may_be_greedy((7, 3, 1, 6), run) and not _may_be_greedy((7, 4), run)  # leaves it elsewhere
+    assert not _may_be_greedy((7, 3, 0, 5, 2, 9), run)  # extends the run, which greedy already left
+    run = ForcedResult(0.0, (7, 3), (7, 3, 8))
+    assert _may_be_greedy((7, 3, 8, 1), run) and not _may_be_greedy((7, 3, 9), run)

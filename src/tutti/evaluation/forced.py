@@ -6,8 +6,8 @@ most likely token after the answer stops the decoding (an end-of-sequence token,
 with a stop string such as ``"\\n"``; or the answer already fills ``max_new_tokens``). So one forward pass over
 ``prompt + reference`` decides what a whole generation would. Each prompt runs once (the batch's shared chat
 template head once, as a KV cache); the reference and its case variants (``"True"`` for ``"true"``, each one
-that exact match accepts) run as short continuations of that cache. An example scores 1 when greedy decoding
-would produce one of those spellings exactly, so
+that exact match accepts, and whose first token is the one greedy decoding emits) run as short continuations of
+that cache. An example scores 1 when greedy decoding would produce one of those spellings exactly, so
 
     forced_match(example) = 1  ==>  greedy output is an accepted spelling  ==>  exact match = 1,
 
@@ -95,9 +95,9 @@ class ForcedMatch(TaskUtility):
                       for o, refs in zip(outs, self.refs, strict=True)]
             return UtilityResult(_mean(scores), tuple(scores), tuple(outs))
         params = self.sampling()
+        rows = option_greedy(model, self.prompts, self.refs, batch_size=self.batch_size, greedy_only=True)
         scores = []
-        for row, refs in zip(option_greedy(model, self.prompts, self.refs, batch_size=self.batch_size), self.refs,
-                             strict=True):
+        for row, refs in zip(rows, self.refs, strict=True):
             ok = any(greedy_reproduces(res.greedy, res.reference, max_new_tokens=params.max_new_tokens,
                                        stops=lambda t: self._stops(model, t, params.stop))
                      for res, ref in zip(row, refs, strict=True) if ref not in self.unreachable)

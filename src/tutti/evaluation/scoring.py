@@ -10,6 +10,8 @@ context once and its options (or answer variants) as short continuations of its 
 
 from __future__ import annotations
 
+import copy
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -167,9 +169,12 @@ def option_logprobs(model: Any, contexts: Sequence[Prompt], options: Sequence[Se
 
 @torch.inference_mode()
 def option_greedy(model: Any, contexts: Sequence[Prompt], options: Sequence[Sequence[str]], *,
-                  batch_size: int = 16) -> list[list[ForcedResult]]:
+                  batch_size: int = 16, greedy_only: bool = False) -> list[list[ForcedResult]]:
     """Every option of every example teacher-forced after its context, as :func:`option_logprobs` runs them:
     its summed log-probability, its tokens and the most likely token at each of its positions and after it.
+
+    With ``greedy_only``, an option whose first token is not the most likely one after the context (so greedy
+    decoding cannot produce it) is not run: its ``logprob`` is NaN and its ``greedy`` holds that first token only.
     """
     items = []
     for i, (ctx, opts) in enumerate(zip(contexts, options, strict=True)):
@@ -198,26 +203,58 @@ def option_greedy(model: Any, contexts: Sequence[Prompt], options: Sequence[Sequ
                      past_key_values=cache, use_cache=True, logits_to_keep=1)
         first = torch.log_softmax(res.logits[:, -1].float(), -1).cpu()  # (batch, vocab): the first option token
         cache, lens = res.past_key_values, mask.sum(-1)
-        for j in range(max(len(k) for _, _, k in chunk)):
-            conts = [k[j] if j < len(k) else k[0] for _, _, k in chunk]  # rows without slot j repeat option 0
-            n = max(len(k) for k in conts)
-            cid = torch.full((len(chunk), n), pad, dtype=torch.long)
-            cmask = torch.zeros_like(cid)
-            for r, k in enumerate(conts):  # right padding: pads come after the scored tokens
-                cid[r, :len(k)] = torch.tensor(k)
-                cmask[r, :len(k)] = 1
-            cpos = lens[:, None] + torch.arange(n)[None]
-            logits = module(input_ids=cid.to(dev), attention_mask=torch.cat([mask, cmask], 1).to(dev),
-                            position_ids=cpos.to(dev), past_key_values=cache, use_cache=True).logits
-            logp = torch.log_softmax(logits.float(), -1).cpu()  # (batch, n, vocab)
-            cache.crop(-n)  # back to the contexts (a negative count removes that many tokens)
-            for r, (i, _, k) in enumerate(chunk):
-                if j < len(k):
-                    toks = torch.tensor(conts[r])
-                    lp = first[r, toks[0]] + logp[r, torch.arange(len(toks) - 1), toks[1:]].sum()
-                    greedy = [int(first[r].argmax()), *logp[r, :len(toks)].argmax(-1).tolist()]
-                    out[i].append(ForcedResult(float(lp), tuple(conts[r]), tuple(greedy)))
+        top = first.argmax(-1).tolist()  # (batch,): the token greedy decoding emits first
+        for r, (i, _, ks) in enumerate(chunk):
+            out[i] = [ForcedResult(math.nan, tuple(k), (top[r],)) for k in ks]
+        # each row's options still to run, in order; with greedy_only, only those greedy decoding can start
+        todo = {r: [o for o, k in enumerate(ks) if not greedy_only or k[0] == top[r]]
+                for r, (_, _, ks) in enumerate(chunk)}
+        while any(todo.values()):
+            rows = [r for r in range(len(chunk)) if todo[r]]
+            conts = [chunk[r][2][todo[r][0]] for r in rows]
+            logp = _continue(module, dev, pad, cache, mask, lens, rows, conts)  # (rows, n, vocab)
+            for x, r in enumerate(rows):
+                i, o, toks = chunk[r][0], todo[r].pop(0), torch.tensor(conts[x])
+                lp = first[r, toks[0]] + logp[x, torch.arange(len(toks) - 1), toks[1:]].sum()
+                res = ForcedResult(float(lp), tuple(conts[x]), (top[r], *logp[x, :len(toks)].argmax(-1).tolist()))
+                out[i][o] = res
+                if greedy_only:  # the greedy path is now known along this option: drop options that leave it
+                    todo[r] = [q for q in todo[r] if _may_be_greedy(chunk[r][2][q], res)]
     return out
+
+
+def _continue(module: Any, dev: Any, pad: int, cache: Any, mask: torch.Tensor, lens: torch.Tensor, rows: list[int],
+              conts: list[list[int]]) -> torch.Tensor:
+    """Log-probabilities ``(len(rows), n, vocab)`` of continuations of some rows of a batch's context cache.
+
+    The cache is cropped back to the contexts afterwards (a copy is cut down to ``rows`` when not every row runs).
+    """
+    n = max(len(k) for k in conts)
+    cid = torch.full((len(rows), n), pad, dtype=torch.long)
+    cmask = torch.zeros_like(cid)
+    for x, k in enumerate(conts):  # right padding: pads come after the scored tokens
+        cid[x, :len(k)] = torch.tensor(k)
+        cmask[x, :len(k)] = 1
+    idx = torch.tensor(rows)
+    if len(rows) < mask.shape[0]:
+        cache = copy.deepcopy(cache)
+        cache.batch_select_indices(idx.to(dev))
+    cpos = lens[idx, None] + torch.arange(n)[None]
+    logits = module(input_ids=cid.to(dev), attention_mask=torch.cat([mask[idx], cmask], 1).to(dev),
+                    position_ids=cpos.to(dev), past_key_values=cache, use_cache=True).logits
+    if len(rows) == mask.shape[0]:
+        cache.crop(-n)  # back to the contexts (a negative count removes that many tokens)
+    return torch.log_softmax(logits.float(), -1).cpu()
+
+
+def _may_be_greedy(option: Sequence[int], run: ForcedResult) -> bool:
+    """Whether greedy decoding could still produce ``option``, given the greedy path along another option ``run``:
+    up to where the two differ, the path must follow them, and there it must take ``option``'s token."""
+    ref, path = run.reference, run.greedy
+    t = next((t for t in range(min(len(option), len(ref))) if option[t] != ref[t]), min(len(option), len(ref)))
+    if tuple(path[:t]) != tuple(option[:t]):
+        return False
+    return t >= len(option) or path[t] == option[t]
 
 
 def _shared_prefix(module: Any, dev: Any, contexts: Sequence[Sequence[int]]) -> tuple[Any, int]:
