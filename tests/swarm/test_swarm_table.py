@@ -40,6 +40,10 @@ def test_runner_writes_cells_resumes_and_counts_every_evaluation(swarm_setup, tm
     sw = cells["model_swarms"]
     assert sw["evaluations"] == 2 * len(sw["best_so_far"]) and sw["n_experts"] == 2
     assert cells["best_single"]["dev"] == max(ex["dev"])  # same experts, same dev examples
+    # the search scores dev by teacher-forced greedy match; the vote needs answers, so it generates
+    assert {m: c["dev_utility"] for m, c in cells.items()} == {**dict.fromkeys(METHODS, "forced_match"),
+                                                                "prediction_merge": "exact_match"}
+    assert cells["prediction_merge"]["settings"]["dev_utility"] == "forced"
     assert cells["best_single"]["test"] == ex["test"][ex["dev"].index(max(ex["dev"]))]
 
     # resume: nothing recomputed, files untouched; a deleted cell is the only one computed again
@@ -52,6 +56,23 @@ def test_runner_writes_cells_resumes_and_counts_every_evaluation(swarm_setup, tm
     assert _run(swarm_setup, tmp_path, ["uniform_soup"], [1, 2]) == {"done": 1, "skipped": 2, "failed": 0}
     c2 = json.loads(cell_path(tmp_path, TINY, "task", "uniform_soup", 2).read_text())
     assert c2["copied_from"] == 1 and c2["seed"] == 2 and c2["test"] == cells["uniform_soup"]["test"]
+
+
+def test_dev_utility_names_the_settings_folder_and_the_dev_utility(tmp_path):
+    from tutti.errors import ConfigError
+    from tutti.recipes.swarm_table import utilities
+
+    gen, forced = TableSettings(dev_utility="generate"), TableSettings()
+    assert gen.tag == "dev200-test1000-p20-i200-pat10"  # the older (generation-scored) cells keep their folder
+    assert forced.tag == gen.tag + "-forced"
+    with pytest.raises(ConfigError, match="use one of forced, generate"):
+        TableSettings(dev_utility="sample")
+    for s, name in ((forced, "forced_match"), (gen, "exact_match")):
+        dev, tests = utilities("multi:reasoning", s, tmp_path / s.tag, "base")
+        assert [p.name for p in dev.parts] == [name] * 3 and {t.name for t in tests} == {"exact_match"}
+        assert all(t.split == "test" for t in tests) and all(p.split == "dev" for p in dev.parts)
+        dev, _ = utilities("judge:country_facts", s, tmp_path / s.tag, "base")
+        assert dev.name == "llm_judge"
 
 
 def _cell(root: Path, target: str, method: str, seed: int, **kw: object) -> None:
@@ -144,3 +165,8 @@ def test_cli_report_only_writes_its_section_and_keeps_the_others(tmp_path, capsy
     assert code == 0 and fresh.read_text().startswith("# Results\n")
     code, msg = _main(["bench", "swarm", "--report-only", "--methods", "unifrom_soup"], capsys)
     assert code == 2 and "uniform_soup" in msg
+    code, msg = _main(["bench", "swarm", "--report-only", "--dev-utility", "sample"], capsys)
+    assert code == 2 and "use one of forced, generate" in msg
+    code, msg = _main(["bench", "swarm", "--report-only", "--dev-utility", "generate", *flags], capsys)
+    assert code == 0 and "PARTIAL: 7 of 7 cells missing" in out.read_text()  # another settings folder
+    assert "greedy generation (at most 8 new tokens" in out.read_text()

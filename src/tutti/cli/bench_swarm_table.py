@@ -29,6 +29,11 @@ def register(bench_app: typer.Typer) -> None:
         iterations: int = typer.Option(200, min=0, help="Most swarm iterations."),
         patience: int = typer.Option(10, min=1, help="Swarm iterations without a new best before stopping."),
         experts: str = typer.Option("", help="Comma list of zoo experts (default: all trained ones)."),
+        dev_utility: str = typer.Option("forced", help="How the search scores dev answers on exact-match "
+                                        "targets: forced (teacher-forced greedy match: one forward pass, an exact "
+                                        "lower bound of exact match, about 2x cheaper) or generate (greedy generation "
+                                        "+ exact match). Test is always generated; judge targets and the "
+                                        "prediction_merge vote always generate. Names the settings folder."),
         root: Path = typer.Option(Path("runs/bench-swarm"), help="Folder of the cell JSON files."),
         out: Path = typer.Option(Path("docs/results.md"), help="Markdown file (section 'swarm')."),
         img: Path = typer.Option(Path("docs/img"), help="Folder for the plots."),
@@ -49,7 +54,7 @@ def register(bench_app: typer.Typer) -> None:
         for e in ex:
             TASKS.get(e)
         s = TableSettings(dev=dev, test=test, particles=particles, iterations=iterations, patience=patience,
-                          experts=ex)
+                          experts=ex, dev_utility=dev_utility)
         ts, ks = _csv(targets), [int(k) for k in _csv(seeds)]
         args = sys.argv[sys.argv.index("swarm") + 1:] if "swarm" in sys.argv else []
         command = " ".join(["tutti bench swarm", *(shlex.quote(a) for a in args if a != "--report-only")])

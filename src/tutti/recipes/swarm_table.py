@@ -4,7 +4,13 @@ Reads top to bottom:
 
 1. set-up: targets (single zoo tasks, ``multi:<group>`` = the mean over a group of three tasks, ``judge:<task>``
    = the base model rating answers 1-10, a *proxy* for a preference utility), the same experts and the same
-   first ``dev`` examples for every method; the first ``test`` examples are scored once per cell, afterwards;
+   first ``dev`` examples for every method; the first ``test`` examples are scored once per cell, afterwards,
+   by greedy generation + exact match. The dev (search) utility of exact-match targets is
+   ``TableSettings.dev_utility``: ``forced`` (default; ``forced_match``, teacher-forced greedy match, one forward
+   pass per batch and no decoding loop, an exact lower bound of exact match that agreed with it on 2400 of 2400
+   measured dev examples, ``docs/swarm.md``; see :mod:`tutti.evaluation.forced`) or ``generate`` (greedy
+   generation + exact match, about 2x dearer on CPU). The prediction-merge vote needs answers and judge targets
+   need text, so they always generate;
 2. run: one cell per (target, method, seed), written atomically as JSON under
    ``<root>/<settings>/<target>/<method>/seed<k>.json``; finished cells are skipped, so the run resumes and
    grows (``--seeds 1`` today, ``--seeds 1,2,3`` tomorrow). Order: target by target for the first seed (a
@@ -25,7 +31,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +45,10 @@ SEED_FREE = {"best_single", "uniform_soup", "task_arithmetic", "ties", "slerp", 
 #: run order: the most informative and cheapest first
 METHOD_ORDER = ("best_single", SWARM, "uniform_soup", "model_stock", "slerp", "task_arithmetic", "ties",
                 "dare_ties", "greedy_soup", "prediction_merge", "lorahub", "evolutionary")
+#: dev (search) utility of exact-match targets -> registered utility name
+DEV_UTILITIES = {"forced": "forced_match", "generate": "exact_match"}
+#: methods that vote over answers, so their dev utility always generates
+NEEDS_ANSWERS = {"prediction_merge"}
 DEFAULT_TARGETS = ("compare_conversions", "logic", "unit_word_problems", "weekday_word_problems",
                    "multi:reasoning", "judge:country_facts")
 
@@ -55,6 +65,10 @@ class TableSettings:
         patience: swarm iterations without a new global best before stopping.
         max_new_tokens: answer length of the greedy generations.
         experts: zoo experts (default: all trained ones).
+        dev_utility: how dev answers are scored on exact-match targets: ``"forced"`` (teacher-forced greedy
+            match, :mod:`tutti.evaluation.forced`: one forward pass, an exact lower bound of exact match) or
+            ``"generate"`` (greedy generation + exact match). The test split is always generated. Judge targets
+            and the prediction-merge vote (it needs answers) always generate.
     """
 
     dev: int = 200
@@ -64,11 +78,19 @@ class TableSettings:
     patience: int = 10
     max_new_tokens: int = 8
     experts: tuple[str, ...] = ()
+    dev_utility: str = "forced"
+
+    def __post_init__(self) -> None:
+        if self.dev_utility not in DEV_UTILITIES:
+            from tutti.errors import ConfigError
+
+            raise ConfigError(f"dev utility {self.dev_utility!r}: use one of {', '.join(DEV_UTILITIES)}")
 
     @property
     def tag(self) -> str:
-        """The settings folder name."""
-        return f"dev{self.dev}-test{self.test}-p{self.particles}-i{self.iterations}-pat{self.patience}"
+        """The settings folder name (generation-scored dev keeps the older name without a suffix)."""
+        suffix = "" if self.dev_utility == "generate" else f"-{self.dev_utility}"
+        return f"dev{self.dev}-test{self.test}-p{self.particles}-i{self.iterations}-pat{self.patience}{suffix}"
 
 
 # ---------------------------------------------------------------------------------------------- set-up
@@ -104,6 +126,7 @@ def utilities(target: str, s: TableSettings, data: Path, base: str, data_root: P
     """The dev utility of ``target`` (searched) and its test utilities (one per task, reported).
 
     ``data`` receives dev-only copies of the first dev rows; ``data_root`` holds the tasks (default: the zoo's).
+    Exact-match targets are searched with ``s.dev_utility`` and tested by generation + exact match.
     """
     from tutti.config.swarm import UtilityConfig
     from tutti.zoo.tasks import DATA_ROOT
@@ -111,9 +134,10 @@ def utilities(target: str, s: TableSettings, data: Path, base: str, data_root: P
     src = data_root or DATA_ROOT
     kind, tasks = target_tasks(target, data_root)
     opts: dict[str, Any] = {"max_new_tokens": s.max_new_tokens, "chat": True}
-    name = "exact_match"
+    name, dev_name = "exact_match", DEV_UTILITIES[s.dev_utility]
     if kind == "judge":
         name, opts = "llm_judge", {**opts, "judge": base, "judge_max_new_tokens": 8}
+        dev_name = name
     n_dev, n_test = _split_n(s.dev, len(tasks)), _split_n(s.test, len(tasks))
     parts, tests = [], []
     for t in tasks:
@@ -122,7 +146,7 @@ def utilities(target: str, s: TableSettings, data: Path, base: str, data_root: P
         folder.mkdir(parents=True, exist_ok=True)
         rows = (src / t / "dev.jsonl").read_text(encoding="utf-8").splitlines()[:n_dev]
         write_text_atomic(folder / "dev.jsonl", "".join(r + "\n" for r in rows))
-        parts.append(UtilityConfig(name=name, task=str(folder), split="dev", options=opts))
+        parts.append(UtilityConfig(name=dev_name, task=str(folder), split="dev", options=opts))
         tests.append(UtilityConfig(name=name, task=str(src / t), split="test", limit=n_test, options=opts))
     dev = parts[0] if kind != "multi" else UtilityConfig(name="multitask", parts=tuple(parts))
     return dev, tests
@@ -258,9 +282,11 @@ def run_table(targets: list[str], methods: list[str], seeds: list[int], s: Table
             counts["done"] += 1
             continue
         say(f"cell {k}/{len(cells)}: {target} / {method} / seed {seed} ...")
-        t0 = time.perf_counter()
+        t0, used = time.perf_counter(), None
         try:
-            dev, tests = utilities(target, s, root / s.tag / "data", base, data_root)
+            cs = replace(s, dev_utility="generate") if method in NEEDS_ANSWERS else s
+            dev, tests = utilities(target, cs, root / s.tag / "data", base, data_root)
+            used = (dev.parts[0] if dev.parts else dev).name
             cfg = swarm_config(dev, s, base, seed, experts)
             if method == EXPERTS:
                 out = run_experts_cell(cfg, tests, say)
@@ -276,7 +302,8 @@ def run_table(targets: list[str], methods: list[str], seeds: list[int], s: Table
             say(f"cell {target} / {method} / seed {seed} FAILED: {type(e).__name__}: {e}")
             continue
         wall = time.perf_counter() - t0
-        out = {"target": target, "method": method, "seed": seed, "settings": asdict(s), "wall_seconds": wall, **out}
+        out = {"target": target, "method": method, "seed": seed, "settings": asdict(s), "wall_seconds": wall,
+               "dev_utility": used, **out}
         out.setdefault("seconds", wall)
         write_text_atomic(path, json.dumps(out))
         counts["done"] += 1

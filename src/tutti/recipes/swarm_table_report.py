@@ -99,6 +99,20 @@ def _experts(cells: dict[tuple[str, str, int], dict[str, Any]], targets: list[st
             md_table(["target", "best expert on test", "its test", "any expert right (%)"], rows), ""]
 
 
+def dev_utility_text(s: TableSettings) -> str:
+    """How dev and test answers were scored."""
+    if s.dev_utility == "generate":
+        return (f"Scoring: greedy generation (at most {s.max_new_tokens} new tokens, stop at a newline) + exact "
+                "match on dev (the search utility) and on test (`--dev-utility generate`; the default, `forced`, "
+                "searches with teacher-forced greedy match and keeps its cells in another settings folder).")
+    return ("Scoring: the search and the baselines' choices use **teacher-forced greedy match** on dev "
+            "(`forced_match`: an example counts when greedy decoding would produce exactly the reference and "
+            "stop, read off one forward pass over prompt + reference, with no decoding loop; an exact lower bound "
+            "of exact match, so dev values sit at or below generation accuracy); every test column is greedy "
+            "generation + exact match. `prediction_merge` votes over generated answers and `judge:` targets rate "
+            "generated text, so their dev values come from generation.")
+
+
 def caveats(s: TableSettings) -> list[str]:
     """Why the table may not clear the paper's bar, stated with the settings that produced it."""
     out = ["Caveats, to read the table honestly:",
@@ -196,6 +210,8 @@ def report(root: Path, s: TableSettings, targets: list[str], methods: list[str],
         f"Settings: {s.dev} dev examples per target (a `multi:` target takes {s.dev // 3} from each of its three "
         f"tasks), {s.test} test examples, swarm of {s.particles} particles, at most {s.iterations} iterations, "
         f"patience {s.patience}; {len(s.experts)} experts ({', '.join(s.experts)}); seeds {', '.join(map(str, seeds))}.",
+        "",
+        dev_utility_text(s),
         "",
         f"**{'PARTIAL: ' + str(n_missing) + ' of ' + str(n_all) + ' cells missing' if n_missing else 'Complete'}** "
         f"({n_all - n_missing} of {n_all} cells finished; `tutti bench swarm` with the same flags resumes).",
