@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
@@ -75,9 +74,6 @@ def register(app: typer.Typer) -> None:
         del lazy_unpickle
         if config is None:
             raise ConfigError("give a config file: tutti merge CONFIG.yaml OUT_DIR")
-        # torch's CPU allocator asks for transparent huge pages on tensors >= 2 MB: a merge allocates many large
-        # temporaries, and faulting them in 4 kB pages can cost more than the arithmetic (read at first use)
-        os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
         from tutti.merging.run import merge, plan_summary
 
         if dry_run:
