@@ -6,8 +6,8 @@ Recipe (setup -> run -> report):
    noise, fine-tune-sized task vectors); case ``b`` is three random LLaMA checkpoints of ~1.1B parameters in fp32
    (TinyLlama shapes), written tensor by tensor.
 2. run: for every repeat and method, both CLIs run as users run them (fresh processes, alternating which goes
-   first); wall time and the child's own peak RSS (``wait4``) are recorded. Case ``b`` also measures, per method,
-   the I/O floor: one process that reads every tensor of the method's inputs once and writes an output of the same
+   first); wall time and the child's own peak RSS (``wait4`` in a small launcher, see :func:`run_child`) are
+   recorded. Case ``b`` also measures, per method, the I/O floor: one process that reads every tensor of the method's inputs once and writes an output of the same
    size, with the reader and writer ``tutti merge`` uses (``FLOOR_SCRIPT``).
 3. report: medians, ratios against mergekit and the targets, written to ``docs/benchmarks.md`` (section
    ``merge``) with the exact command.
@@ -21,7 +21,7 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -134,17 +134,42 @@ def random_llama(dst: Path, *, seed: int, base: Path | None = None, layers: int 
 
 
 # ---------------------------------------------------------------------------------------------- run
+#: Runs one command for :func:`run_child`: forks it, waits, writes wall time, peak RSS and exit code as JSON.
+LAUNCHER = """
+import json, os, sys, time
+out, err, cmd = sys.argv[1], sys.argv[2], sys.argv[3:]
+t0 = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.dup2(os.open(err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 2)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    try:
+        os.execvp(cmd[0], cmd)
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+wall = time.perf_counter() - t0
+with open(out, "w") as f:
+    json.dump({"wall": wall, "maxrss": usage.ru_maxrss * 1024, "code": os.waitstatus_to_exitcode(status)}, f)
+"""
+
+
 def run_child(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
-    """Run ``cmd``; return (wall seconds, the child's own peak RSS in bytes). Raises on failure."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {err[-2000:]}")
-    return wall, usage.ru_maxrss * 1024
+    """Run ``cmd``; return (wall seconds, the child's own peak RSS in bytes). Raises on failure.
+
+    The command is forked by a small launcher process, not by this one: Linux carries a process's peak RSS
+    across ``exec`` (and a vfork child's is its parent's), so a child started straight from a benchmark process
+    that has grown large (say, after generating case b's checkpoints) would report that process's peak instead
+    of its own. Its stderr goes to a file (a pipe could fill and stall it) and is shown on failure.
+    """
+    with tempfile.TemporaryDirectory(prefix="tutti-bench-") as tmp:
+        out, err = Path(tmp) / "result.json", Path(tmp) / "stderr.txt"
+        subprocess.run([sys.executable, "-c", LAUNCHER, str(out), str(err), *cmd], env=env, check=True)
+        res = json.loads(out.read_text())
+        if res["code"] != 0:
+            tail = err.read_text(errors="replace")[-2000:] if err.exists() else ""
+            raise RuntimeError(f"{' '.join(cmd)} failed ({res['code']}): {tail}")
+        return float(res["wall"]), int(res["maxrss"])
 
 
 FLOOR_SCRIPT = """
