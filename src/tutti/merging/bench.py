@@ -7,8 +7,9 @@ Recipe (setup -> run -> report):
    (TinyLlama shapes), written tensor by tensor.
 2. run: for every repeat and method, both CLIs run as users run them (fresh processes, alternating which goes
    first); wall time and the child's own peak RSS (``wait4`` in a small launcher, see :func:`run_child`) are
-   recorded. Case ``b`` also measures, per method, the I/O floor: one process that reads every tensor of the method's inputs once and writes an output of the same
-   size, with the reader and writer ``tutti merge`` uses (``FLOOR_SCRIPT``).
+   recorded. Case ``b`` also measures, per method, the I/O floor: one process that reads every tensor of the
+   method's inputs once and writes an output of the same size, with the reader and writer ``tutti merge`` uses
+   (``FLOOR_SCRIPT``).
 3. report: medians, ratios against mergekit and the targets, written to ``docs/benchmarks.md`` (section
    ``merge``) with the exact command.
 """

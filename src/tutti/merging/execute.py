@@ -176,12 +176,11 @@ def _blocks(job: TensorJob, ins: list[Tensor], base: Tensor | None, block_bytes:
 
 
 class _Writer:
-    """A writer thread fed through a byte-bounded queue; callbacks queued with :meth:`after` run once every
-    earlier item is written."""
+    """A writer thread fed through a byte-bounded queue."""
 
     def __init__(self, writer: StreamingWriter, max_bytes: int) -> None:
         self.writer = writer
-        self.q: queue.Queue[tuple[str, Tensor] | Callable[[], None] | None] = queue.Queue()
+        self.q: queue.Queue[tuple[str, Tensor] | None] = queue.Queue()
         self.cv = threading.Condition()
         self.pending = 0
         self.max_bytes = max_bytes
@@ -191,10 +190,6 @@ class _Writer:
 
     def _run(self) -> None:
         while (item := self.q.get()) is not None:
-            if callable(item):
-                if self.error is None:
-                    item()
-                continue
             name, t = item
             try:
                 if self.error is None:
@@ -213,9 +208,6 @@ class _Writer:
             self.cv.wait_for(lambda: self.pending == 0 or self.pending + n <= self.max_bytes)
             self.pending += n
         self.q.put((name, t))
-
-    def after(self, fn: Callable[[], None]) -> None:
-        self.q.put(fn)
 
     def close(self) -> None:
         self.q.put(None)

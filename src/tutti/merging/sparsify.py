@@ -21,14 +21,10 @@ from tutti.merging.base import TensorContext
 RESCALE_MODES = ("l1", "inverse_p")
 
 
-def rescale_l1(delta: Tensor, masked: Tensor, eps: float = 1e-7, *, before: Tensor | None = None,
-               in_place: bool = False) -> Tensor:
-    """``masked`` scaled so its L1 norm equals ``delta``'s (unchanged if either norm is below ``eps``).
-
-    ``before`` is ``delta``'s L1 norm when already known; ``in_place`` scales ``masked`` itself (a temporary of
-    the caller's own.
-    """
-    before = delta.abs().sum() if before is None else before  # faster than linalg.vector_norm(ord=1) on CPU
+def rescale_l1(delta: Tensor, masked: Tensor, eps: float = 1e-7, *, in_place: bool = False) -> Tensor:
+    """``masked`` scaled so its L1 norm equals ``delta``'s (unchanged if either norm is below ``eps``);
+    ``in_place`` scales ``masked`` itself (a temporary of the caller's own)."""
+    before = delta.abs().sum()  # faster than linalg.vector_norm(ord=1) on CPU
     after = masked.abs().sum()
     if before < eps or after < eps:
         return masked

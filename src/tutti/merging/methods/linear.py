@@ -8,6 +8,14 @@ from torch import Tensor
 from tutti.merging.base import merge_method
 
 
+def weighted_sum(xs: list[Tensor], ws: list[float]) -> Tensor:
+    """``sum_i ws[i] * xs[i]`` as a new tensor, accumulated in place in ``xs[0]``'s dtype (one pass per input)."""
+    out = xs[0] * ws[0]
+    for x, wi in zip(xs[1:], ws[1:], strict=True):
+        out.add_(x, alpha=wi)
+    return out
+
+
 @merge_method("linear", pretty_name="Linear", paper="https://arxiv.org/abs/2203.05482", elementwise=True)
 def linear(tensors: list[Tensor], *, weight: list[float], normalize: bool = True) -> Tensor:
     """``sum_i w_i x_i`` (divided by ``sum_i w_i`` when ``normalize``), accumulated in float32.

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tutti.merging.base import TensorContext, merge_method
+from tutti.merging.methods.linear import weighted_sum
 from tutti.merging.sparsify import rank_band_mask
 
 
@@ -68,20 +69,13 @@ def _ram_terms(tensors: list[Tensor], base: Tensor, epsilon: float) -> tuple[lis
     return terms, active, count
 
 
-def _sum(terms: list[Tensor]) -> Tensor:
-    out = terms[0].clone()
-    for t in terms[1:]:
-        out.add_(t)
-    return out
-
-
 @merge_method("ram", pretty_name="Reinforced Agent Merging", paper="https://arxiv.org/abs/2601.13572", min_inputs=0)
 def ram(tensors: list[Tensor], base: Tensor, *, epsilon: float = 1e-5) -> Tensor:
     """Unique deltas (one active model) at full strength, shared deltas averaged over their contributors."""
     if not tensors:
         return base.clone()
     terms, _, _ = _ram_terms(tensors, base, epsilon)
-    return base + _sum(terms).reshape(base.shape)
+    return base + weighted_sum(terms, [1.0] * len(terms)).reshape(base.shape)
 
 
 @merge_method("ramplus_tl", pretty_name="Reinforced Agent Merging Plus (Tensor-Local)",
@@ -98,7 +92,7 @@ def ramplus_tl(tensors: list[Tensor], base: Tensor, *, r: float = 0.1, alpha: fl
         rho = (a.sum() - n_unique) / n_unique.clamp(min=epsilon)  # active where shared / active where unique
         lam = 1 + r * rho.clamp(min=0, max=alpha)
         t.mul_(torch.where(unique, lam.to(t.dtype), torch.ones((), dtype=t.dtype)))
-    return base + _sum(terms).reshape(base.shape)
+    return base + weighted_sum(terms, [1.0] * len(terms)).reshape(base.shape)
 
 
 @merge_method("model_stock", pretty_name="Model Stock", paper="https://arxiv.org/abs/2403.19522", min_inputs=2)
@@ -124,10 +118,7 @@ def model_stock(tensors: list[Tensor], base: Tensor, *, filter_wise: bool = Fals
     denom = 1 + (k - 1) * c
     singular = denom.abs() < 1e-6
     t = torch.where(singular, torch.zeros_like(c), (k * c) / torch.where(singular, torch.ones_like(denom), denom))
-    avg = ws[0].clone()
-    for x in ws[1:]:
-        avg.add_(x)
-    avg.div_(k)
+    avg = weighted_sum(ws, [1.0] * k).div_(k)
     return avg.mul_(t).add_((1 - t) * w0).reshape(shape)
 
 

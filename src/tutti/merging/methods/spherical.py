@@ -7,6 +7,7 @@ from torch import Tensor
 
 from tutti.errors import TuttiError
 from tutti.merging.base import TensorContext, merge_method
+from tutti.merging.methods.linear import weighted_sum
 
 
 def _work_dtype(x: Tensor) -> torch.dtype:
@@ -101,27 +102,20 @@ def multislerp(tensors: list[Tensor], base: Tensor | None = None, *, ctx: Tensor
     ws = [float(v) for v in w]
     norms = [torch.linalg.vector_norm(x) for x in xs]
     units = [x / (n + eps) for x, n in zip(xs, norms, strict=True)]
-    mean = _weighted_sum(units, ws)
+    mean = weighted_sum(units, ws)
     mean_norm = torch.linalg.vector_norm(mean)
     if mean_norm < eps:
         if len(xs) != 2:
             raise TuttiError(f"{ctx.name}: multislerp inputs cancel out (antipodal with balancing weights); "
                              "change the weights")
-        res = _weighted_sum(xs, ws).view(shape)
+        res = weighted_sum(xs, ws).view(shape)
         return res + base if base is not None else res
     mean.div_(mean_norm)
-    step = _weighted_sum([u.sub_(mean * torch.dot(u, mean)) for u in units], ws)  # tangent vectors, in place
+    step = weighted_sum([u.sub_(mean * torch.dot(u, mean)) for u in units], ws)  # tangent vectors, in place
     step_norm = torch.linalg.vector_norm(step) + eps
     res = torch.add(mean * torch.cos(step_norm), step, alpha=float(torch.sin(step_norm) / step_norm))
     res = res.mul_(float(sum(n * wi for n, wi in zip(norms, ws, strict=True)))).view(shape)
     return res + base if base is not None else res
-
-
-def _weighted_sum(xs: list[Tensor], ws: list[float]) -> Tensor:
-    out = xs[0] * ws[0]
-    for x, wi in zip(xs[1:], ws[1:], strict=True):
-        out.add_(x, alpha=wi)
-    return out
 
 
 def karcher_mean(tensors: list[Tensor], alphas: list[float], *, max_iter: int = 10, tol: float = 1e-5) -> Tensor:
