@@ -72,7 +72,7 @@ def kth_smallest(w: Tensor, k: int) -> Tensor:
 
 def _below(v: Tensor) -> float:
     """The largest float of ``v``'s dtype below ``v`` (so ``x > _below(v)`` is ``x >= v``)."""
-    return float(torch.nextafter(v, torch.tensor(float("-inf"), dtype=v.dtype)))
+    return float(torch.nextafter(v, torch.tensor(float("-inf"), dtype=v.dtype, device=v.device)))
 
 
 def _band(delta: Tensor, w: Tensor, lo: int, hi: int) -> Tensor | None:
