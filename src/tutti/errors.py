@@ -27,3 +27,10 @@ class CheckpointError(TuttiError):
 
 class ModelNotFoundError(TuttiError):
     """A model argument that is not a zoo name, a local path, or (online) a hub id."""
+
+
+class NotApplicableError(TuttiError):
+    """A method that does not apply to the input it was given (e.g. a vote over answers on a rating utility).
+
+    Result tables record it as "n/a" for good; any other error is a failure that a rerun retries.
+    """

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from tutti.recipes.swarm_table import TableSettings, cell_path, run_table
 
@@ -58,6 +59,22 @@ def test_runner_writes_cells_resumes_and_counts_every_evaluation(swarm_setup, tm
     assert c2["copied_from"] == 1 and c2["seed"] == 2 and c2["test"] == cells["uniform_soup"]["test"]
 
 
+def test_a_broken_input_is_a_failure_to_retry_not_n_a(swarm_setup, tmp_path):
+    from dataclasses import replace
+
+    from tutti.errors import ConfigError
+
+    paths = {"e_low": swarm_setup["root"] / "e_low", "e_high": tmp_path / "missing"}  # a lost expert folder
+    counts = run_table(["task"], ["uniform_soup"], [1], TINY, tmp_path, base=str(swarm_setup["base"]),
+                       expert_paths=paths, data_root=swarm_setup["root"])
+    assert counts == {"done": 0, "skipped": 0, "failed": 2}  # the experts cell and the soup, both retried later
+    assert not cell_path(tmp_path, TINY, "task", "uniform_soup", 1).exists()
+    if not torch.cuda.is_available():  # asking for CUDA where there is none: one clear error before any work
+        with pytest.raises(ConfigError, match="--device cuda: CUDA is not available here"):
+            run_table(["task"], ["uniform_soup"], [1], replace(TINY, device="cuda"), tmp_path,
+                      base=str(swarm_setup["base"]), expert_paths=paths, data_root=swarm_setup["root"])
+
+
 def test_dev_utility_names_the_settings_folder_and_the_dev_utility(tmp_path):
     from tutti.errors import ConfigError
     from tutti.recipes.swarm_table import utilities
@@ -73,6 +90,26 @@ def test_dev_utility_names_the_settings_folder_and_the_dev_utility(tmp_path):
         assert all(t.split == "test" for t in tests) and all(p.split == "dev" for p in dev.parts)
         dev, _ = utilities("judge:country_facts", s, tmp_path / s.tag, "base")
         assert dev.name == "llm_judge"
+
+
+def test_device_batch_and_tf32_name_the_folder_and_reach_the_swarm_config(tmp_path):
+    from pydantic import ValidationError
+
+    from tutti.config.swarm import SwarmConfig
+    from tutti.errors import ConfigError
+    from tutti.recipes.swarm_table import swarm_config, utilities
+
+    s = TableSettings(device="cuda:1", batch_size=64, tf32=True)
+    assert s.tag == TableSettings().tag + "-cuda1-b64-tf32"
+    assert TableSettings(device="cpu", batch_size=16).tag == TableSettings().tag  # defaults keep the old names
+    with pytest.raises(ConfigError, match="--device cuda with --tf32"):
+        TableSettings(tf32=True)
+    dev, tests = utilities("logic", s, tmp_path / s.tag, "base")
+    assert dev.options["batch_size"] == 64 and tests[0].options["batch_size"] == 64
+    cfg = swarm_config(dev, s, "base", 1, ["e1", "e2"])
+    assert (cfg.device, cfg.batch_size) == ("cuda:1", 64)
+    with pytest.raises(ValidationError, match="device"):
+        SwarmConfig(experts=("e1", "e2"), utility=dev, device="gpu")
 
 
 def _cell(root: Path, target: str, method: str, seed: int, **kw: object) -> None:
@@ -170,3 +207,14 @@ def test_cli_report_only_writes_its_section_and_keeps_the_others(tmp_path, capsy
     code, msg = _main(["bench", "swarm", "--report-only", "--dev-utility", "generate", *flags], capsys)
     assert code == 0 and "PARTIAL: 7 of 7 cells missing" in out.read_text()  # another settings folder
     assert "greedy generation (at most 8 new tokens" in out.read_text()
+
+
+def test_caveats_name_the_device_and_the_targets_that_say_nothing():
+    from tutti.recipes.swarm_table_report import Agg, caveats
+
+    agg = {("flat", "a"): Agg(0.0, 0.0, 0.0, 1.0, 1, 3), ("flat", "b"): Agg(0.0, 0.0, 0.1, 1.0, 1, 3),
+           ("live", "a"): Agg(0.0, 0.0, 0.0, 1.0, 1, 3), ("live", "b"): Agg(0.2, 0.0, 0.1, 1.0, 1, 3)}
+    text = "\n".join(caveats(TableSettings(device="cuda", batch_size=64, tf32=True), agg))
+    assert "`flat`: every method scores 0" in text and "`live`" not in text
+    assert "ran on `cuda` with batches of 64 and TF32" in text
+    assert "ran on" not in "\n".join(caveats(TableSettings(), agg))

@@ -34,6 +34,12 @@ def register(bench_app: typer.Typer) -> None:
                                         "lower bound of exact match, about 2x cheaper) or generate (greedy generation "
                                         "+ exact match). Test is always generated; judge targets and the "
                                         "prediction_merge vote always generate. Names the settings folder."),
+        device: str = typer.Option("cpu", help="Where the resident models run: cpu, cuda or cuda:N (names the "
+                                   "settings folder when not cpu)."),
+        batch_size: int = typer.Option(16, min=1, help="Sequences per forward pass (names the settings folder "
+                                       "when not 16)."),
+        tf32: bool = typer.Option(False, "--tf32", help="CUDA matrix products in TF32 (several times faster on a "
+                                  "GPU; a numerical change, so it names the settings folder)."),
         root: Path = typer.Option(Path("runs/bench-swarm"), help="Folder of the cell JSON files."),
         out: Path = typer.Option(Path("docs/results.md"), help="Markdown file (section 'swarm')."),
         img: Path = typer.Option(Path("docs/img"), help="Folder for the plots."),
@@ -54,7 +60,7 @@ def register(bench_app: typer.Typer) -> None:
         for e in ex:
             TASKS.get(e)
         s = TableSettings(dev=dev, test=test, particles=particles, iterations=iterations, patience=patience,
-                          experts=ex, dev_utility=dev_utility)
+                          experts=ex, dev_utility=dev_utility, device=device, batch_size=batch_size, tf32=tf32)
         ts, ks = _csv(targets), [int(k) for k in _csv(seeds)]
         args = sys.argv[sys.argv.index("swarm") + 1:] if "swarm" in sys.argv else []
         command = " ".join(["tutti bench swarm", *(shlex.quote(a) for a in args if a != "--report-only")])

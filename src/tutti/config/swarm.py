@@ -92,6 +92,8 @@ class SwarmConfig(BaseModel):
     allow_test_set_in_search: bool = False
     batch_size: int = Field(default=16, ge=1, description="sequences per forward pass in evaluation")
     dtype: str = "float32"
+    device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?)$",
+                        description="where each worker's resident model (and an LLM judge) runs: cpu, cuda, cuda:N")
 
     @model_validator(mode="after")
     def _check(self) -> SwarmConfig:

@@ -105,7 +105,7 @@ class LLMJudge(TaskUtility):
         self._judge: Any = self.opt.get("judge") if not isinstance(self.opt.get("judge"), str) else None
         self.parse_failures = 0
 
-    def _ask_judge(self, prompts: list[str]) -> list[str]:
+    def _ask_judge(self, prompts: list[str], model: Model | None = None) -> list[str]:
         n = int(self.opt.get("judge_max_new_tokens", 20))
         if self.opt.get("endpoint"):
             from openai import OpenAI
@@ -117,7 +117,9 @@ class LLMJudge(TaskUtility):
         if self._judge is None:
             from tutti.models.hf import HFModel
 
-            self._judge = HFModel.load(str(self.opt["judge"]))
+            # the judge runs where the judged model runs, with its batch size
+            dev, bs = getattr(model, "device", "cpu"), getattr(model, "batch_size", 8)
+            self._judge = HFModel.load(str(self.opt["judge"]), device=str(dev), batch_size=int(bs))
         chats = [[{"role": "user", "content": p}] for p in prompts]
         return [o[0].text for o in self._judge.generate(chats, params=SamplingParams(max_new_tokens=n))]
 
@@ -129,7 +131,7 @@ class LLMJudge(TaskUtility):
         except KeyError as e:
             raise TuttiError(f"utility llm_judge: judge_template field {e} unknown; use input, target, response") from None
         ratings = []
-        for reply in self._ask_judge(prompts):
+        for reply in self._ask_judge(prompts, model):
             r = parse_rating(reply)
             self.parse_failures += r is None
             ratings.append(1.0 if r is None else r)

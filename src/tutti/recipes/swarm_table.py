@@ -69,6 +69,10 @@ class TableSettings:
             match, :mod:`tutti.evaluation.forced`: one forward pass, an exact lower bound of exact match) or
             ``"generate"`` (greedy generation + exact match). The test split is always generated. Judge targets
             and the prediction-merge vote (it needs answers) always generate.
+        device: where the resident models run (``cpu``, ``cuda``, ``cuda:N``).
+        batch_size: sequences per forward pass (generation and scoring).
+        tf32: let CUDA matrix products use TF32 (10-bit mantissa inputs, fp32 accumulation): several times
+            faster on a GPU, a numerical change from fp32, so it names its own settings folder.
     """
 
     dev: int = 200
@@ -79,17 +83,26 @@ class TableSettings:
     max_new_tokens: int = 8
     experts: tuple[str, ...] = ()
     dev_utility: str = "forced"
+    device: str = "cpu"
+    batch_size: int = 16
+    tf32: bool = False
 
     def __post_init__(self) -> None:
-        if self.dev_utility not in DEV_UTILITIES:
-            from tutti.errors import ConfigError
+        from tutti.errors import ConfigError
 
+        if self.dev_utility not in DEV_UTILITIES:
             raise ConfigError(f"dev utility {self.dev_utility!r}: use one of {', '.join(DEV_UTILITIES)}")
+        if self.tf32 and not self.device.startswith("cuda"):
+            raise ConfigError("tf32 applies to CUDA matrix products; pass --device cuda with --tf32")
 
     @property
     def tag(self) -> str:
-        """The settings folder name (generation-scored dev keeps the older name without a suffix)."""
+        """The settings folder name: defaults add nothing (CPU, batch 16 and generation-scored dev keep the older
+        names), anything else that can change a number is a suffix."""
         suffix = "" if self.dev_utility == "generate" else f"-{self.dev_utility}"
+        suffix += "" if self.device == "cpu" else f"-{self.device.replace(':', '')}"
+        suffix += "" if self.batch_size == 16 else f"-b{self.batch_size}"
+        suffix += "-tf32" if self.tf32 else ""
         return f"dev{self.dev}-test{self.test}-p{self.particles}-i{self.iterations}-pat{self.patience}{suffix}"
 
 
@@ -133,7 +146,7 @@ def utilities(target: str, s: TableSettings, data: Path, base: str, data_root: P
 
     src = data_root or DATA_ROOT
     kind, tasks = target_tasks(target, data_root)
-    opts: dict[str, Any] = {"max_new_tokens": s.max_new_tokens, "chat": True}
+    opts: dict[str, Any] = {"max_new_tokens": s.max_new_tokens, "chat": True, "batch_size": s.batch_size}
     name, dev_name = "exact_match", DEV_UTILITIES[s.dev_utility]
     if kind == "judge":
         name, opts = "llm_judge", {**opts, "judge": base, "judge_max_new_tokens": 8}
@@ -159,7 +172,7 @@ def swarm_config(dev: Any, s: TableSettings, base: str, seed: int, experts: list
     return swarm_config_from_dict({
         "base": base, "experts": experts, "representation": "lora_factors",
         "utility": dev.model_dump(mode="json"), "n_particles": s.particles, "max_iterations": s.iterations,
-        "patience": s.patience, "seed": seed,
+        "patience": s.patience, "seed": seed, "device": s.device, "batch_size": s.batch_size,
     }, source="bench swarm")
 
 
@@ -231,6 +244,16 @@ def _finite_mean(xs: list[Any]) -> float | None:
     return sum(v) / len(v) if v else None
 
 
+def _check_device(device: str) -> None:
+    import torch
+
+    from tutti.errors import ConfigError
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available here; use --device cpu, or --report-only to "
+                          "aggregate cells computed on a GPU machine")
+
+
 def plan(targets: list[str], methods: list[str], seeds: list[int]) -> list[tuple[str, str, int]]:
     """Cells in run order: target by target, its experts cell and all methods for the first seed (a whole row
     of the table at a time); then the other seeds."""
@@ -252,10 +275,14 @@ def run_table(targets: list[str], methods: list[str], seeds: list[int], s: Table
         base, expert_paths, data_root: another base model, expert folders by name and task folder (tests);
             default SmolLM2-135M-Instruct and the zoo's experts and tasks.
     """
-    from tutti.errors import TuttiError
+    from tutti.errors import NotApplicableError, TuttiError
     from tutti.zoo import expert_path, trained_tasks
 
     say = log or (lambda _m: None)
+    if s.tf32:
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = True
     s = s if s.experts else TableSettings(**{**asdict(s), "experts": tuple(trained_tasks())})
     for t in targets:
         target_tasks(t, data_root)  # fail before any work on a bad name
@@ -267,9 +294,12 @@ def run_table(targets: list[str], methods: list[str], seeds: list[int], s: Table
 
         base = str(fetch(DEFAULT_MODEL))
     experts = [str((expert_paths or {}).get(e) or expert_path(e)) for e in s.experts]
+    from tutti.recipes.report import machine_line
+
+    machine = machine_line()
     cells = plan(targets, methods, seeds)
     counts = {"done": 0, "skipped": 0, "failed": 0}
-    spent, computed, t_start = 0.0, 0, time.perf_counter()
+    spent, computed, t_start, checked_device = 0.0, 0, time.perf_counter(), False
     for k, (target, method, seed) in enumerate(cells, 1):
         path = cell_path(root, s, target, method, seed)
         if path.is_file():
@@ -281,6 +311,9 @@ def run_table(targets: list[str], methods: list[str], seeds: list[int], s: Table
             write_text_atomic(path, json.dumps(cell))
             counts["done"] += 1
             continue
+        if not checked_device:  # before the first cell that needs computing, not for copies or a finished table
+            _check_device(s.device)
+            checked_device = True
         say(f"cell {k}/{len(cells)}: {target} / {method} / seed {seed} ...")
         t0, used = time.perf_counter(), None
         try:
@@ -295,7 +328,7 @@ def run_table(targets: list[str], methods: list[str], seeds: list[int], s: Table
             else:
                 out = run_baseline_cell(method, cfg, tests, say)
             out = {"status": "done", **out}
-        except TuttiError as e:  # the method does not apply to this utility (e.g. a vote on judge ratings)
+        except NotApplicableError as e:  # the method does not apply to this utility (a vote on judge ratings)
             out = {"status": "n/a", "reason": str(e)}
         except Exception as e:  # a long run goes on; the cell stays missing and is retried
             counts["failed"] += 1
@@ -303,7 +336,7 @@ def run_table(targets: list[str], methods: list[str], seeds: list[int], s: Table
             continue
         wall = time.perf_counter() - t0
         out = {"target": target, "method": method, "seed": seed, "settings": asdict(s), "wall_seconds": wall,
-               "dev_utility": used, **out}
+               "dev_utility": used, "machine": machine, **out}
         out.setdefault("seconds", wall)
         write_text_atomic(path, json.dumps(out))
         counts["done"] += 1

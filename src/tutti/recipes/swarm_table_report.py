@@ -45,6 +45,12 @@ def load_cells(root: Path, s: TableSettings, targets: list[str], methods: list[s
     return cells, len(expected), len(expected) - len(cells)
 
 
+def _machines(cells: dict[tuple[str, str, int], dict[str, Any]], here: str) -> str:
+    """Where the cells were computed (recorded per cell; older cells without a record count as ``here``)."""
+    seen = sorted({c.get("machine") or here for c in cells.values()}) or [here]
+    return "; ".join(seen) + ("" if seen == [here] else f" (cells computed there; report written on {here})")
+
+
 def aggregate(cells: dict[tuple[str, str, int], dict[str, Any]]) -> dict[tuple[str, str], Agg]:
     """Mean ± std over seeds of each (target, method) with at least one ``done`` cell."""
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -113,8 +119,8 @@ def dev_utility_text(s: TableSettings) -> str:
             "generated text, so their dev values come from generation.")
 
 
-def caveats(s: TableSettings) -> list[str]:
-    """Why the table may not clear the paper's bar, stated with the settings that produced it."""
+def caveats(s: TableSettings, agg: dict[tuple[str, str], Agg] | None = None) -> list[str]:
+    """Why the table may not clear the paper's bar, stated with the settings (and results) that produced it."""
     out = ["Caveats, to read the table honestly:",
            "- The experts are under-trained (20 steps of batch 4 each, `docs/zoo.md`): most of their gain is the answer "
            "format, and on the mixed-skill targets most of them score 0, so the swarm has little signal to combine.",
@@ -125,8 +131,17 @@ def caveats(s: TableSettings) -> list[str]:
              f"{s.dev} dev examples (paper 200)" if s.dev < 200 else "", f"{s.test} test examples" if s.test < 1000 else ""]
     if any(small):
         out.append("- This run is far smaller than the paper's setting (" + ", ".join(x for x in small if x) + ") "
-                   "because of the CPU it ran on (cost below); a swarm stopped after a few iterations is mostly its "
+                   "to fit the compute at hand (cost below); a swarm stopped after a few iterations is mostly its "
                    "initial crossover population.")
+    if s.device != "cpu":
+        out.append(f"- The cells ran on `{s.device}` with batches of {s.batch_size}"
+                   + (" and TF32 matrix products" if s.tf32 else "") + ": greedy answers can differ from a CPU fp32 "
+                   "run on near-tied tokens, so compare these numbers with cells of the same settings only.")
+    flat = sorted({t for (t, _m), a in (agg or {}).items()
+                   if all(b.test_mean == 0 for (u, _n), b in (agg or {}).items() if u == t)})
+    if flat:
+        out.append(f"- {', '.join(f'`{t}`' for t in flat)}: every method scores 0 on test, so the target says "
+                   "nothing about the methods (no expert has the skills it mixes).")
     return out
 
 
@@ -138,7 +153,8 @@ def cost_line(cells: dict[tuple[str, str, int], dict[str, Any]], s: TableSetting
         return "Cost: no finished cell yet."
     per_eval = sum(c["seconds"] for c in runs) / sum(c["evaluations"] for c in runs)
     full = per_eval * 200 / s.dev * 20 * 11  # 20 particles, >= 11 rounds (patience 10), 200 dev examples
-    return (f"Cost: one dev utility evaluation ({s.dev} examples) took {per_eval:.1f} s on average here; at that "
+    where = "here" if s.device == "cpu" else "where the cells ran (wall time; cells ran side by side there)"
+    return (f"Cost: one dev utility evaluation ({s.dev} examples) took {per_eval:.1f} s on average {where}; at that "
             f"rate a paper-size Model Swarms cell (200 dev, 20 particles, at least 11 rounds before patience 10 "
             f"can stop it) needs at least {full / 3600:.1f} h.")
 
@@ -206,7 +222,7 @@ def report(root: Path, s: TableSettings, targets: list[str], methods: list[str],
         "## Model Swarms against the paper's baselines (zoo experts, SmolLM2-135M-Instruct)",
         "",
         f"Command: `{command}`  ",
-        f"Machine: {machine}  ",
+        f"Machine: {_machines(cells, machine)}  ",
         f"Settings: {s.dev} dev examples per target (a `multi:` target takes {s.dev // 3} from each of its three "
         f"tasks), {s.test} test examples, swarm of {s.particles} particles, at most {s.iterations} iterations, "
         f"patience {s.patience}; {len(s.experts)} experts ({', '.join(s.experts)}); seeds {', '.join(map(str, seeds))}.",
@@ -239,7 +255,7 @@ def report(root: Path, s: TableSettings, targets: list[str], methods: list[str],
     out += [md_table(["target", "method", "dev", "seconds", "evaluations", "seeds"], drows), ""]
     out += _experts(cells, targets, s.experts)
     out += _analyses(cells, agg, targets, methods)
-    out += ["", *caveats(s), "", cost_line(cells, s)]
+    out += ["", *caveats(s, agg), "", cost_line(cells, s)]
     if img is not None:
         out += ["", *plot(cells, img, s.experts)]
     return "\n".join(out) + "\n"

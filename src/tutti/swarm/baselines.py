@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from tutti.config.swarm import SwarmConfig, UtilityConfig
-from tutti.errors import TuttiError
+from tutti.errors import NotApplicableError
 from tutti.evaluation.utilities import UtilityResult
 from tutti.registry import Registry
 
@@ -39,7 +39,7 @@ class BaselineContext:
         self.cfg, self.log = cfg, log
         self.rep, self.experts = load_experts(kind, cfg.experts, cfg.base)
         self.ev = Evaluator(self.rep, cfg.utility, allow_test=cfg.allow_test_set_in_search,
-                            batch_size=cfg.batch_size, dtype=cfg.dtype)
+                            batch_size=cfg.batch_size, dtype=cfg.dtype, device=cfg.device)
         self.base = self._base_vector()
         self.evaluations = 0
         self._dev: list[float] | None = None
@@ -265,7 +265,7 @@ def evolutionary(ctx: BaselineContext, budget: int = 40) -> torch.Tensor:
 def _answers(ctx: BaselineContext, u: Any) -> tuple[list[float], list[tuple[str, ...]]]:
     """Every expert's value and answers under utility ``u`` (one evaluation per expert)."""
     if u.name not in _SCORERS:
-        raise TuttiError(f"prediction_merge needs answers to vote on; utility {u.name!r} has none "
+        raise NotApplicableError(f"prediction_merge needs answers to vote on; utility {u.name!r} has none "
                          f"(use one of {', '.join(_SCORERS)})")
     values, preds = [], []
     for e in ctx.experts:

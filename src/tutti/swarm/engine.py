@@ -40,18 +40,21 @@ class Evaluator:
         allow_test: allow a test-split utility (reports after search, or the loud CLI flag).
         batch_size: sequences per forward pass.
         dtype: weights dtype of the resident model.
+        device: where the resident model runs (``cpu``, ``cuda``, ``cuda:N``); particles stay on the CPU and
+            are copied in.
         model: an already loaded :class:`~tutti.models.hf.HFModel` of the base to reuse.
     """
 
     def __init__(self, rep: Representation, utility: UtilityConfig, *, allow_test: bool = False,
-                 batch_size: int = 16, dtype: str = "float32", model: Any | None = None) -> None:
+                 batch_size: int = 16, dtype: str = "float32", device: str = "cpu",
+                 model: Any | None = None) -> None:
         from tutti.evaluation.utilities import build_utility
         from tutti.models.hf import HFModel
 
         torch.manual_seed(0)  # nothing here should draw, but a worker's torch RNG is seeded all the same
         self.rep = rep
         self.model = model if model is not None else HFModel.load(rep.base, dtype=dtype, batch_size=batch_size,
-                                                                 name="swarm-particle")
+                                                                 device=device, name="swarm-particle")
         self.swapper = rep.attach(self.model)
         self.utility = build_utility(utility, allow_test=allow_test)
         self.extra: dict[str, Any] = {}

@@ -91,7 +91,8 @@ class Swapper:
         for name, t in self.layout.unflatten(vec).items():
             dst = self.targets[name]
             if self.w0 is not None:
-                dst.copy_(self.w0[name] + t.to(self.w0[name].dtype))
+                w0 = self.w0[name]
+                dst.copy_(w0 + t.to(device=w0.device, dtype=w0.dtype))  # particles live on the CPU
             else:
                 dst.copy_(t)
 

@@ -53,7 +53,8 @@ def make_pool(cfg: SwarmConfig, rep: Any, *, ray: str | None = None, workers: in
     from tutti.swarm.engine import Evaluator, LocalPool, RayPool
 
     kw = {"rep": rep, "utility": cfg.utility, "allow_test": cfg.allow_test_set_in_search,
-          "batch_size": cfg.batch_size, "dtype": cfg.dtype}
+          "batch_size": cfg.batch_size, "dtype": cfg.dtype,
+          "device": cfg.device}
     if ray:
         return RayPool(ray, workers, **kw)
     return LocalPool(Evaluator(**kw))
@@ -162,7 +163,8 @@ def _finish(cfg: SwarmConfig, rep: Any, experts: Any, swarm: Swarm, pool: Any, o
     test_cfg = _test_split(cfg)
     ev = getattr(pool, "evaluator", None)
     if ev is None:  # a Ray run: one local model for the report and the full-checkpoint outputs
-        ev = Evaluator(rep, cfg.utility, allow_test=True, batch_size=cfg.batch_size, dtype=cfg.dtype)
+        ev = Evaluator(rep, cfg.utility, allow_test=True, batch_size=cfg.batch_size, dtype=cfg.dtype,
+                       device=cfg.device)
     best_test = init_test = None
     if test_cfg is not None:  # reported after the search, never used by it
         best_test = ev.evaluate_split(swarm.P[best], test_cfg)
