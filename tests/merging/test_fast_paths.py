@@ -118,3 +118,63 @@ def test_della_keeps_each_rank_with_its_probability(dtype, rescale):
         freq = float(kept[ranks == j].float().mean())
         assert freq == pytest.approx(0.2 + 0.6 * j / 9, abs=0.015), j
     assert torch.equal(out, sp.della_magprune(delta, 0.5, 0.3, ctx, 0, rescale=rescale))  # repeats exactly
+
+
+@pytest.mark.parametrize("consensus", [True, False])
+@pytest.mark.parametrize("rescale", ["l1", "inverse_p", None])
+def test_blocked_dare_equals_the_whole_tensor_path(consensus, rescale):
+    from tutti.merging.base import TensorContext
+    from tutti.merging.methods.dare_blocked import BLOCK, dare_combine
+
+    n = 2 * BLOCK + 12_345  # three blocks, the last one odd-sized (a half-used 64-bit draw at its end)
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(n, generator=g)
+    xs = [base + 0.01 * torch.randn(n, generator=g) for _ in range(3)]
+    ctx = TensorContext(name="model.layers.0.mlp.up_proj.weight", seed=11)
+    density, weights = [0.3, 1.0, 0.55], [1.0, 0.5, 0.25]
+    deltas = [sp.bernoulli_drop(x - base, p, ctx, i, rescale=rescale) for i, (x, p) in enumerate(zip(xs, density, strict=True))]
+    ref = combine_task_vectors(base, deltas, weights, consensus=consensus, normalize=True, lambda_=0.8)
+    out = dare_combine(xs, base, ctx, weights, density, rescale=rescale, consensus=consensus, normalize=True,
+                       lambda_=0.8)
+    # same masks (any mask difference is an error the size of a task vector); the L1 norms are summed in
+    # another order, so the rescale factor may move in its last bits
+    tol = 0.0 if rescale != "l1" else 1e-6 * float(ref.abs().max())
+    assert float((out - ref).abs().max()) <= tol
+    assert float(out.view(-1)[:64].abs().sum()) > 0 and not torch.equal(out, base)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("method", ["ties", "breadcrumbs", "breadcrumbs_ties"])
+def test_blocked_bands_equal_the_whole_tensor_path_bit_for_bit(method, ties):
+    from tutti.merging.methods.band_blocked import band_combine
+    from tutti.merging.methods.dare_blocked import BLOCK
+
+    n = 2 * BLOCK + 12_345  # three blocks, the last one partial
+    g = torch.Generator().manual_seed(7)
+    base = torch.randn(n, generator=g)
+    xs = [base + 0.01 * torch.randn(n, generator=g) for _ in range(3)]
+    if ties:  # long runs of equal magnitudes across block boundaries, straddling the band edges
+        base[: BLOCK + 500], base[-40_000:] = 1.0, 2.0
+        for j, x in enumerate(xs):
+            x[: BLOCK + 500] = 1.0 + (0.004 if j != 1 else -0.004)
+            x[-40_000:] = 2.0 - 0.02
+    density, weights, gamma = [0.3, 0.75, 0.5], [1.0, 0.5, 0.25], [0.01, 0.2, 0.0]
+    consensus = method != "breadcrumbs"
+    if method == "ties":
+        prune = [lambda d, p=p: sp.magnitude(d, p) for p in density]
+        bands = [(n - max(1, int(p * n)), n) for p in density]
+    else:
+        prune = [lambda d, p=p, y=y: sp.magnitude_outliers(d, p, y) for p, y in zip(density, gamma, strict=True)]
+        bands = [(max(0, n - int(p * n) - int(y * n)), max(0, n - int(p * n) - int(y * n)) + int(p * n))
+                 for p, y in zip(density, gamma, strict=True)]
+    deltas = [f(x - base) for f, x in zip(prune, xs, strict=True)]
+    ref = combine_task_vectors(base, deltas, weights, consensus=consensus, normalize=True, lambda_=0.8)
+    out = band_combine(xs, base, bands, weights, consensus=consensus, normalize=True, lambda_=0.8)
+    assert torch.equal(out, ref)
+    if ties:  # some band edge falls inside a run (so the index tie rule across blocks is exercised)
+        from tutti.merging.methods.band_blocked import _edges
+
+        inside = [less < r < less + eq for x, band in zip(xs, bands, strict=True)
+                  for edge, r in zip(_edges(x, base, *band), (band[0], band[1]), strict=True) if edge is not None
+                  for _v, less, eq in [edge]]
+        assert any(inside)

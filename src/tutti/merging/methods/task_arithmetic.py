@@ -25,6 +25,8 @@ from torch import Tensor
 from tutti.errors import ConfigError
 from tutti.merging import sparsify as sp
 from tutti.merging.base import TensorContext, merge_method
+from tutti.merging.methods.band_blocked import band_combine
+from tutti.merging.methods.dare_blocked import dare_combine
 
 Sparsifier = Callable[[Tensor, int], Tensor]
 
@@ -86,17 +88,18 @@ def _combine_general(base: Tensor, deltas: list[Tensor], weights: list[float], o
 
 
 def _combine_fast(base: Tensor, deltas: list[Tensor], weights: list[float], out: Tensor, *, consensus: bool,
-                  normalize: bool, lambda_: float, sign_on: str) -> None:
+                  normalize: bool, lambda_: float, sign_on: str, own: bool = False) -> None:
     """:func:`_combine_general` for float32 (and, with consensus, non-negative weights), fused and in place.
 
     With the elected sign ``e`` (``+1`` where ``sum_i w_i d_i >= 0``), an entry agrees iff ``w_i d_i e > 0``, so
     ``c_i = max(w_i d_i e, 0)`` is the agreeing magnitude, ``sum_i c_i`` the merged magnitude and ``sign(c_i)``
-    the agreement mask; multiplying by ``e`` last is exact, so the result equals the general path's.
+    the agreement mask; multiplying by ``e`` last is exact, so the result equals the general path's. ``own``:
+    the deltas are the caller's temporaries and are weighted in place.
     """
     del sign_on  # always "weighted" here
     wf = torch.tensor(weights, dtype=torch.float32)
     ws = [float(x) for x in wf]  # each weight rounded to float32, as the general path's weight tensor
-    weighted = [d * w for d, w in zip(deltas, ws, strict=True)]  # own temporaries from here on
+    weighted = [d.mul_(w) if own else d * w for d, w in zip(deltas, ws, strict=True)]  # own temporaries now
     total = weighted[0].clone() if len(weighted) == 1 else weighted[0] + weighted[1]
     for x in weighted[2:]:
         total.add_(x)
@@ -125,6 +128,14 @@ def _combine_fast(base: Tensor, deltas: list[Tensor], weights: list[float], out:
     if lambda_ != 1:
         magnitude.mul_(lambda_)
     torch.addcmul(base, magnitude, elected, out=out)
+
+
+def _blockable(tensors: list[Tensor], base: Tensor, weight: list[float], density: list[float], *,
+               consensus: bool) -> bool:
+    """Whether the blocked paths apply: float32, the fused combine's weights, densities in (0, 1]."""
+    return (bool(tensors) and base.numel() > 0 and base.dtype == torch.float32
+            and all(x.dtype == torch.float32 for x in tensors) and min(density) > 0
+            and (not consensus or (min(weight) >= 0 and max(weight) > 0)))
 
 
 def _deltas(tensors: list[Tensor], base: Tensor, prune: Sparsifier | None) -> list[Tensor]:
@@ -164,6 +175,10 @@ def ties(tensors: list[Tensor], base: Tensor, *, weight: list[float], density: l
     """Trim to the top-``density`` magnitudes, elect signs, merge agreeing entries."""
     del int8_mask  # only a memory option in mergekit
     _check_sign_on(sign_on)
+    n = base.numel()
+    bands = [(n - max(1, int(p * n)), n) if p < 1 else (0, n) for p in density]
+    if not rescale and sign_on == "weighted" and _blockable(tensors, base, weight, density, consensus=True):
+        return band_combine(tensors, base, bands, weight, consensus=True, normalize=normalize, lambda_=lambda_)
     deltas = _deltas(tensors, base, lambda d, i: sp.magnitude(d, density[i], rescale=rescale))
     return combine_task_vectors(base, deltas, weight, consensus=True, normalize=normalize, lambda_=lambda_,
                                 sign_on=sign_on)
@@ -172,6 +187,9 @@ def ties(tensors: list[Tensor], base: Tensor, *, weight: list[float], density: l
 def _dare(tensors: list[Tensor], base: Tensor, ctx: TensorContext, weight: list[float], density: list[float],
           *, consensus: bool, normalize: bool, rescale: bool, rescale_mode: str, lambda_: float) -> Tensor:
     mode = _rescale_mode(rescale, rescale_mode, ctx)
+    if _blockable(tensors, base, weight, [1.0], consensus=consensus):
+        return dare_combine(tensors, base, ctx, weight, density, rescale=mode, consensus=consensus,
+                            normalize=normalize, lambda_=lambda_)
     deltas = _deltas(tensors, base, lambda d, i: sp.bernoulli_drop(d, density[i], ctx, i, rescale=mode))
     return combine_task_vectors(base, deltas, weight, consensus=consensus, normalize=normalize, lambda_=lambda_)
 
@@ -200,6 +218,14 @@ def dare_linear(tensors: list[Tensor], base: Tensor, *, ctx: TensorContext, weig
 
 def _breadcrumbs(tensors: list[Tensor], base: Tensor, weight: list[float], density: list[float],
                  gamma: list[float], *, consensus: bool, normalize: bool, rescale: bool, lambda_: float) -> Tensor:
+    n = base.numel()
+    bands = []
+    for p, g in zip(density, gamma, strict=True):  # as sparsify.magnitude_outliers
+        target = int(p * n) if p < 1 else n
+        bands.append((max(0, n - target - int(g * n)), max(0, n - target - int(g * n)) + target) if p < 1 else (0, n))
+    if (not rescale and all(hi > lo for lo, hi in bands)
+            and _blockable(tensors, base, weight, density, consensus=consensus)):
+        return band_combine(tensors, base, bands, weight, consensus=consensus, normalize=normalize, lambda_=lambda_)
     deltas = _deltas(tensors, base, lambda d, i: sp.magnitude_outliers(d, density[i], gamma[i], rescale=rescale))
     return combine_task_vectors(base, deltas, weight, consensus=consensus, normalize=normalize, lambda_=lambda_)
 
