@@ -132,7 +132,8 @@ def test_blocked_dare_equals_the_whole_tensor_path(consensus, rescale):
     xs = [base + 0.01 * torch.randn(n, generator=g) for _ in range(3)]
     ctx = TensorContext(name="model.layers.0.mlp.up_proj.weight", seed=11)
     density, weights = [0.3, 1.0, 0.55], [1.0, 0.5, 0.25]
-    deltas = [sp.bernoulli_drop(x - base, p, ctx, i, rescale=rescale) for i, (x, p) in enumerate(zip(xs, density, strict=True))]
+    deltas = [sp.bernoulli_drop(x - base, p, ctx, i, rescale=rescale)
+              for i, (x, p) in enumerate(zip(xs, density, strict=True))]
     ref = combine_task_vectors(base, deltas, weights, consensus=consensus, normalize=True, lambda_=0.8)
     out = dare_combine(xs, base, ctx, weights, density, rescale=rescale, consensus=consensus, normalize=True,
                        lambda_=0.8)

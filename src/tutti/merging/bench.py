@@ -206,6 +206,12 @@ def bench_case(name: str, base: Path, experts: list[Path], methods: list[str], r
              "tutti": [str(bin_dir / "tutti"), "merge", "--random-seed", "0", "--no-progress"]}
     results: dict[str, Any] = {m: {t: [] for t in tools} for m in methods}
     floors: dict[str, list[float]] = {m: [] for m in methods}
+    if floor:  # untimed: the first floor would otherwise read a cold page cache that the tools never see
+        out = work / "floor_out"
+        run_child([sys.executable, "-c", FLOOR_SCRIPT, str(out), *config_models(method_config(methods[0], base,
+                                                                                              experts))], env)
+        shutil.rmtree(out, ignore_errors=True)
+        log(f"[{name}] page cache warmed (one untimed I/O floor run)")
     for rep in range(repeats):
         for m in methods:
             cfg_dict = method_config(m, base, experts)

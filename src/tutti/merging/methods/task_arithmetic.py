@@ -41,12 +41,14 @@ def combine_task_vectors(
     lambda_: float,
     sign_on: str = "weighted",
     block_elems: int = 1 << 22,
+    own: bool = False,
 ) -> Tensor:
     """Steps 3-5 above on already sparsified task vectors ``deltas`` (each shaped like ``base``).
 
     Element-wise, so it runs over blocks of ``block_elems`` entries to keep its temporaries small. float32 inputs
     with non-negative weights take a fused path (no stacking, no boolean masks, in place on its own temporaries)
-    that gives the same numbers as the general one.
+    that gives the same numbers as the general one. ``own``: the deltas are the caller's temporaries (the fast
+    path then weights them in place instead of copying).
     """
     if not deltas:
         return base.clone()
@@ -58,8 +60,9 @@ def combine_task_vectors(
     out = torch.empty_like(flat_base)
     for start in range(0, flat_base.numel(), block_elems):
         sl = slice(start, start + block_elems)
+        extra = {"own": own} if fast else {}
         combine(flat_base[sl], [d[sl] for d in flat], weights, out[sl], consensus=consensus, normalize=normalize,
-                lambda_=lambda_, sign_on=sign_on)
+                lambda_=lambda_, sign_on=sign_on, **extra)
     return out.reshape(base.shape)
 
 
@@ -164,8 +167,8 @@ def task_arithmetic(tensors: list[Tensor], base: Tensor, *, weight: list[float],
                     lambda_: float = 1.0) -> Tensor:
     """``b + lambda * sum_i w_i (x_i - b)`` (divided by ``sum w_i`` when ``normalize``)."""
     del density, rescale, int8_mask  # accepted for mergekit compatibility; they do not change the result
-    return combine_task_vectors(base, _deltas(tensors, base, None), weight, consensus=False, normalize=normalize,
-                                lambda_=lambda_)
+    return combine_task_vectors(base, _deltas(tensors, base, None), weight, own=True, consensus=False,
+                                normalize=normalize, lambda_=lambda_)
 
 
 @merge_method("ties", pretty_name="TIES", paper="https://arxiv.org/abs/2306.01708", min_inputs=0)
@@ -180,7 +183,7 @@ def ties(tensors: list[Tensor], base: Tensor, *, weight: list[float], density: l
     if not rescale and sign_on == "weighted" and _blockable(tensors, base, weight, density, consensus=True):
         return band_combine(tensors, base, bands, weight, consensus=True, normalize=normalize, lambda_=lambda_)
     deltas = _deltas(tensors, base, lambda d, i: sp.magnitude(d, density[i], rescale=rescale))
-    return combine_task_vectors(base, deltas, weight, consensus=True, normalize=normalize, lambda_=lambda_,
+    return combine_task_vectors(base, deltas, weight, own=True, consensus=True, normalize=normalize, lambda_=lambda_,
                                 sign_on=sign_on)
 
 
@@ -191,7 +194,8 @@ def _dare(tensors: list[Tensor], base: Tensor, ctx: TensorContext, weight: list[
         return dare_combine(tensors, base, ctx, weight, density, rescale=mode, consensus=consensus,
                             normalize=normalize, lambda_=lambda_)
     deltas = _deltas(tensors, base, lambda d, i: sp.bernoulli_drop(d, density[i], ctx, i, rescale=mode))
-    return combine_task_vectors(base, deltas, weight, consensus=consensus, normalize=normalize, lambda_=lambda_)
+    return combine_task_vectors(base, deltas, weight, own=True, consensus=consensus, normalize=normalize,
+                                lambda_=lambda_)
 
 
 @merge_method("dare_ties", pretty_name="DARE TIES", paper="https://arxiv.org/abs/2311.03099", randomized=True,
@@ -227,7 +231,8 @@ def _breadcrumbs(tensors: list[Tensor], base: Tensor, weight: list[float], densi
             and _blockable(tensors, base, weight, density, consensus=consensus)):
         return band_combine(tensors, base, bands, weight, consensus=consensus, normalize=normalize, lambda_=lambda_)
     deltas = _deltas(tensors, base, lambda d, i: sp.magnitude_outliers(d, density[i], gamma[i], rescale=rescale))
-    return combine_task_vectors(base, deltas, weight, consensus=consensus, normalize=normalize, lambda_=lambda_)
+    return combine_task_vectors(base, deltas, weight, own=True, consensus=consensus, normalize=normalize,
+                                lambda_=lambda_)
 
 
 @merge_method("breadcrumbs", pretty_name="Model Breadcrumbs", paper="https://arxiv.org/abs/2312.06795", min_inputs=0)
@@ -257,7 +262,8 @@ def _della(tensors: list[Tensor], base: Tensor, ctx: TensorContext, weight: list
     mode = _rescale_mode(rescale, rescale_mode, ctx)
     deltas = _deltas(tensors, base,
                      lambda d, i: sp.della_magprune(d, density[i], epsilon[i], ctx, i, rescale=mode))
-    return combine_task_vectors(base, deltas, weight, consensus=consensus, normalize=normalize, lambda_=lambda_)
+    return combine_task_vectors(base, deltas, weight, own=True, consensus=consensus, normalize=normalize,
+                                lambda_=lambda_)
 
 
 @merge_method("della", pretty_name="DELLA", paper="https://arxiv.org/abs/2406.11617", randomized=True, min_inputs=0)
