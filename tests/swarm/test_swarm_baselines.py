@@ -55,6 +55,19 @@ def test_search_baselines_and_vote(swarm_setup, tmp_path):
     assert json.loads((tmp_path / "vote/baseline.json").read_text())["baseline"] == "prediction_merge"
 
 
+def test_evolutionary_says_when_no_candidate_could_be_scored(swarm_setup, monkeypatch):
+    import math
+
+    from tutti.errors import TuttiError
+    from tutti.swarm.baselines import BaselineContext, evolutionary
+
+    c = cfg(swarm_setup)
+    ctx = BaselineContext(c, "lora_delta", lambda _m: None)
+    monkeypatch.setattr(ctx, "score", lambda _vec: -math.inf)  # every evaluation failed (NaN counts as -inf)
+    with pytest.raises(TuttiError, match=r"none of the \d+ candidate merges could be evaluated"):
+        evolutionary(ctx)
+
+
 def test_ray_local_cluster_matches_in_process(swarm_setup, tmp_path):
     pytest.importorskip("ray")
     from tutti.swarm import search

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from tutti.config.swarm import SwarmConfig, UtilityConfig
-from tutti.errors import NotApplicableError
+from tutti.errors import NotApplicableError, TuttiError
 from tutti.evaluation.utilities import UtilityResult
 from tutti.registry import Registry
 
@@ -258,7 +258,9 @@ def evolutionary(ctx: BaselineContext, budget: int = 40) -> torch.Tensor:
             if v > best_v:
                 best, best_v = vec, v
         es.tell(xs, fs)
-    assert best is not None
+    if best is None:  # every candidate scored NaN (-inf): say so instead of CMA-ES failing on it
+        raise TuttiError(f"evolutionary: none of the {es.countevals} candidate merges could be evaluated (every "
+                         "utility value was NaN); the evaluation errors are in the log above")
     return best
 
 
@@ -266,7 +268,7 @@ def _answers(ctx: BaselineContext, u: Any) -> tuple[list[float], list[tuple[str,
     """Every expert's value and answers under utility ``u`` (one evaluation per expert)."""
     if u.name not in _SCORERS:
         raise NotApplicableError(f"prediction_merge needs answers to vote on; utility {u.name!r} has none "
-                         f"(use one of {', '.join(_SCORERS)})")
+                                 f"(use one of {', '.join(_SCORERS)})")
     values, preds = [], []
     for e in ctx.experts:
         ctx.ev.swapper.load(e)
