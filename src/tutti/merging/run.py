@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from tutti.config.merge import MergeConfig, load_merge_config
-from tutti.errors import ConfigError
 from tutti.merging.plan import MergePlan, make_plan
 
 DEFAULT_MAX_MEMORY = "1G"
@@ -112,10 +111,11 @@ def merge(
 
     from tutti.merging.execute import ExecOptions, run_plan
     from tutti.merging.stream_writer import StreamingWriter
+    from tutti.models.device import check_device
     from tutti.models.writer import SIDE_FILES, TOKENIZER_FILES, model_card, parse_size
 
     cfg = load_merge_config(config)
-    _check_device(device)
+    check_device(device)
     if threads:
         torch.set_num_threads(threads)
     budget = parse_size(max_memory)
@@ -173,15 +173,6 @@ def _side_files(plan: MergePlan, writer: Any, copy_tokenizer: bool, side: tuple[
         from tutti.merging.vocab import write_chat_template
 
         write_chat_template(plan, writer)
-
-
-def _check_device(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for but CUDA is not available here; use --device cpu")
-    if device not in ("cpu",) and not device.startswith(("cuda", "mps", "xpu")):
-        raise ConfigError(f"unknown device {device!r}; use cpu or cuda")
 
 
 def plan_summary(config: str | Path | dict[str, Any] | MergeConfig, *, allow_pickle: bool = False,

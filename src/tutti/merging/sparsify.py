@@ -45,13 +45,7 @@ def select(w: Tensor, k: int) -> tuple[Tensor, int, int]:
     """
     n = w.numel()
     if n > 8 * _SAMPLE:
-        g = torch.Generator(device="cpu").manual_seed(n ^ k)
-        sample = w[torch.randint(n, (_SAMPLE,), generator=g).to(w.device)]
-        q = k / n
-        margin = 6 * (q * (1 - q) / _SAMPLE) ** 0.5 + 2 / _SAMPLE
-        lo_v = torch.kthvalue(sample, max(1, int((q - margin) * _SAMPLE))).values if q - margin > 0 else None
-        hi_v = torch.kthvalue(sample, min(_SAMPLE, int((q + margin) * _SAMPLE) + 1)).values \
-            if q + margin < 1 else None
+        lo_v, hi_v = bracket(w[sample_index(n, k).to(w.device)], k, n)
         below = int(torch.count_nonzero(w < lo_v)) if lo_v is not None else 0
         if lo_v is None:
             cand = w[w <= hi_v] if hi_v is not None else w
@@ -63,6 +57,35 @@ def select(w: Tensor, k: int) -> tuple[Tensor, int, int]:
             return v, below + int(torch.count_nonzero(cand < v)), int(torch.count_nonzero(cand == v))
     v = torch.kthvalue(w, k).values
     return v, int(torch.count_nonzero(w < v)), int(torch.count_nonzero(w == v))
+
+
+def sample_index(n: int, k: int) -> Tensor:
+    """The ``_SAMPLE`` positions :func:`select` samples to bracket rank ``k`` of ``n`` (fixed for ``(n, k)``)."""
+    return torch.randint(n, (_SAMPLE,), generator=torch.Generator(device="cpu").manual_seed(n ^ k))
+
+
+def bracket(sample: Tensor, k: int, n: int) -> tuple[Tensor | None, Tensor | None]:
+    """Values of ``sample`` that bracket rank ``k`` of the ``n`` sampled from, with a six-sigma margin
+    (``None``: that side is open)."""
+    q, s = k / n, sample.numel()
+    margin = 6 * (q * (1 - q) / s) ** 0.5 + 2 / s
+    lo_v = torch.kthvalue(sample, max(1, int((q - margin) * s))).values if q - margin > 0 else None
+    hi_v = torch.kthvalue(sample, min(s, int((q + margin) * s) + 1)).values if q + margin < 1 else None
+    return lo_v, hi_v
+
+
+def top_band(n: int, density: float) -> tuple[int, int]:
+    """Ascending magnitude ranks ``[lo, hi)`` TIES keeps: the ``max(1, int(density * n))`` largest (all at 1)."""
+    return (n - max(1, int(density * n)), n) if density < 1 else (0, n)
+
+
+def outlier_band(n: int, density: float, gamma: float) -> tuple[int, int]:
+    """Breadcrumbs' ranks, as mergekit 0.1.5: ``int(density * n)`` entries below the top ``int(gamma * n)``."""
+    if density >= 1:
+        return 0, n
+    target = int(density * n)
+    lo = max(0, n - target - int(gamma * n))
+    return lo, lo + target
 
 
 def kth_smallest(w: Tensor, k: int) -> Tensor:
@@ -160,8 +183,7 @@ def magnitude(delta: Tensor, density: float, *, rescale: bool = False) -> Tensor
     n = delta.numel()
     if density <= 0 or n == 0:
         return torch.zeros_like(delta)
-    k = max(1, int(density * n))
-    masked = _masked_band(delta, n - k, n)
+    masked = _masked_band(delta, *top_band(n, density))
     return rescale_l1(delta, masked) if rescale else masked
 
 
@@ -173,10 +195,7 @@ def magnitude_outliers(delta: Tensor, density: float, gamma: float, *, rescale: 
     """
     if density >= 1:
         return delta
-    n = delta.numel()
-    target = int(density * n)
-    n_bot = max(0, n - target - int(gamma * n))
-    masked = _masked_band(delta, n_bot, n_bot + target)
+    masked = _masked_band(delta, *outlier_band(delta.numel(), density, gamma))
     return rescale_l1(delta, masked) if rescale else masked
 
 

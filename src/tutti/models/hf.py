@@ -78,8 +78,10 @@ class HFModel:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from tutti.models.checkpoint import Checkpoint
+        from tutti.models.device import check_device
         from tutti.models.zoo import resolve_model
 
+        check_device(device)
         path = resolve_model(spec)
         Checkpoint(path)  # clear errors for missing config, truncated or pickle-only weights
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)

@@ -72,7 +72,8 @@ class TableSettings:
         device: where the resident models run (``cpu``, ``cuda``, ``cuda:N``).
         batch_size: sequences per forward pass (generation and scoring).
         tf32: let CUDA matrix products use TF32 (10-bit mantissa inputs, fp32 accumulation): several times
-            faster on a GPU, a numerical change from fp32, so it names its own settings folder.
+            faster on a GPU, a numerical change from fp32, so it names its own settings folder. :func:`run_table`
+            sets ``torch.backends.cuda.matmul.allow_tf32`` for the rest of the process.
     """
 
     dev: int = 200
@@ -244,16 +245,6 @@ def _finite_mean(xs: list[Any]) -> float | None:
     return sum(v) / len(v) if v else None
 
 
-def _check_device(device: str) -> None:
-    import torch
-
-    from tutti.errors import ConfigError
-
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: CUDA is not available here; use --device cpu, or --report-only to "
-                          "aggregate cells computed on a GPU machine")
-
-
 def plan(targets: list[str], methods: list[str], seeds: list[int]) -> list[tuple[str, str, int]]:
     """Cells in run order: target by target, its experts cell and all methods for the first seed (a whole row
     of the table at a time); then the other seeds."""
@@ -276,6 +267,7 @@ def run_table(targets: list[str], methods: list[str], seeds: list[int], s: Table
             default SmolLM2-135M-Instruct and the zoo's experts and tasks.
     """
     from tutti.errors import NotApplicableError, TuttiError
+    from tutti.models.device import check_device
     from tutti.zoo import expert_path, trained_tasks
 
     say = log or (lambda _m: None)
@@ -312,7 +304,7 @@ def run_table(targets: list[str], methods: list[str], seeds: list[int], s: Table
             counts["done"] += 1
             continue
         if not checked_device:  # before the first cell that needs computing, not for copies or a finished table
-            _check_device(s.device)
+            check_device(s.device, hint=", or --report-only to aggregate cells computed on a GPU machine")
             checked_device = True
         say(f"cell {k}/{len(cells)}: {target} / {method} / seed {seed} ...")
         t0, used = time.perf_counter(), None

@@ -115,10 +115,9 @@ def _select_blocked(x: Tensor, base: Tensor, ks: list[int]) -> dict[int, Edge]:
     if n <= 8 * sp._SAMPLE:
         w = (x - base).abs()
         return {k: _edge(*sp.select(w, k)) for k in ks}
-    g = torch.Generator(device="cpu").manual_seed(n ^ ks[0])
-    idx = torch.randint(n, (sp._SAMPLE,), generator=g).to(x.device)
+    idx = sp.sample_index(n, ks[0]).to(x.device)
     sample = (x[idx] - base[idx]).abs()
-    brackets = {k: _bracket(sample, k, n) for k in ks}
+    brackets = {k: sp.bracket(sample, k, n) for k in ks}
     below, cands = dict.fromkeys(ks, 0), {k: [] for k in ks}
     buf = torch.empty(min(n, BLOCK), dtype=torch.float32, device=x.device)
     cpu = x.device.type == "cpu"  # NumPy's compares and compress are several times torch's on CPU
@@ -144,14 +143,6 @@ def _select_blocked(x: Tensor, base: Tensor, ks: list[int]) -> dict[int, Edge]:
         else:  # the sample's bracket missed (vanishingly rare): the exact whole-tensor selection
             out[k] = _edge(*sp.select((x - base).abs(), k))
     return out
-
-
-def _bracket(sample: Tensor, k: int, n: int) -> tuple[Tensor | None, Tensor | None]:
-    q, s = k / n, sample.numel()
-    margin = 6 * (q * (1 - q) / s) ** 0.5 + 2 / s
-    lo_v = torch.kthvalue(sample, max(1, int((q - margin) * s))).values if q - margin > 0 else None
-    hi_v = torch.kthvalue(sample, min(s, int((q + margin) * s) + 1)).values if q + margin < 1 else None
-    return lo_v, hi_v
 
 
 def _scalar(v: Tensor | None, cpu: bool) -> object:

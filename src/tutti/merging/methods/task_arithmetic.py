@@ -58,9 +58,9 @@ def combine_task_vectors(
     flat_base = base.reshape(-1)
     flat = [d.reshape(-1) for d in deltas]
     out = torch.empty_like(flat_base)
+    extra = {"own": own} if fast else {}
     for start in range(0, flat_base.numel(), block_elems):
         sl = slice(start, start + block_elems)
-        extra = {"own": own} if fast else {}
         combine(flat_base[sl], [d[sl] for d in flat], weights, out[sl], consensus=consensus, normalize=normalize,
                 lambda_=lambda_, sign_on=sign_on, **extra)
     return out.reshape(base.shape)
@@ -133,11 +133,10 @@ def _combine_fast(base: Tensor, deltas: list[Tensor], weights: list[float], out:
     torch.addcmul(base, magnitude, elected, out=out)
 
 
-def _blockable(tensors: list[Tensor], base: Tensor, weight: list[float], density: list[float], *,
-               consensus: bool) -> bool:
-    """Whether the blocked paths apply: float32, the fused combine's weights, densities in (0, 1]."""
+def _blockable(tensors: list[Tensor], base: Tensor, weight: list[float], *, consensus: bool) -> bool:
+    """Whether the blocked paths apply: float32 inputs and the fused combine's weights."""
     return (bool(tensors) and base.numel() > 0 and base.dtype == torch.float32
-            and all(x.dtype == torch.float32 for x in tensors) and min(density) > 0
+            and all(x.dtype == torch.float32 for x in tensors)
             and (not consensus or (min(weight) >= 0 and max(weight) > 0)))
 
 
@@ -178,9 +177,9 @@ def ties(tensors: list[Tensor], base: Tensor, *, weight: list[float], density: l
     """Trim to the top-``density`` magnitudes, elect signs, merge agreeing entries."""
     del int8_mask  # only a memory option in mergekit
     _check_sign_on(sign_on)
-    n = base.numel()
-    bands = [(n - max(1, int(p * n)), n) if p < 1 else (0, n) for p in density]
-    if not rescale and sign_on == "weighted" and _blockable(tensors, base, weight, density, consensus=True):
+    if (not rescale and sign_on == "weighted" and min(density) > 0  # density <= 0 keeps nothing, not 1 entry
+            and _blockable(tensors, base, weight, consensus=True)):
+        bands = [sp.top_band(base.numel(), p) for p in density]
         return band_combine(tensors, base, bands, weight, consensus=True, normalize=normalize, lambda_=lambda_)
     deltas = _deltas(tensors, base, lambda d, i: sp.magnitude(d, density[i], rescale=rescale))
     return combine_task_vectors(base, deltas, weight, own=True, consensus=True, normalize=normalize, lambda_=lambda_,
@@ -190,7 +189,7 @@ def ties(tensors: list[Tensor], base: Tensor, *, weight: list[float], density: l
 def _dare(tensors: list[Tensor], base: Tensor, ctx: TensorContext, weight: list[float], density: list[float],
           *, consensus: bool, normalize: bool, rescale: bool, rescale_mode: str, lambda_: float) -> Tensor:
     mode = _rescale_mode(rescale, rescale_mode, ctx)
-    if _blockable(tensors, base, weight, [1.0], consensus=consensus):
+    if _blockable(tensors, base, weight, consensus=consensus):
         return dare_combine(tensors, base, ctx, weight, density, rescale=mode, consensus=consensus,
                             normalize=normalize, lambda_=lambda_)
     deltas = _deltas(tensors, base, lambda d, i: sp.bernoulli_drop(d, density[i], ctx, i, rescale=mode))
@@ -222,13 +221,8 @@ def dare_linear(tensors: list[Tensor], base: Tensor, *, ctx: TensorContext, weig
 
 def _breadcrumbs(tensors: list[Tensor], base: Tensor, weight: list[float], density: list[float],
                  gamma: list[float], *, consensus: bool, normalize: bool, rescale: bool, lambda_: float) -> Tensor:
-    n = base.numel()
-    bands = []
-    for p, g in zip(density, gamma, strict=True):  # as sparsify.magnitude_outliers
-        target = int(p * n) if p < 1 else n
-        bands.append((max(0, n - target - int(g * n)), max(0, n - target - int(g * n)) + target) if p < 1 else (0, n))
-    if (not rescale and all(hi > lo for lo, hi in bands)
-            and _blockable(tensors, base, weight, density, consensus=consensus)):
+    bands = [sp.outlier_band(base.numel(), p, g) for p, g in zip(density, gamma, strict=True)]
+    if not rescale and all(hi > lo for lo, hi in bands) and _blockable(tensors, base, weight, consensus=consensus):
         return band_combine(tensors, base, bands, weight, consensus=consensus, normalize=normalize, lambda_=lambda_)
     deltas = _deltas(tensors, base, lambda d, i: sp.magnitude_outliers(d, density[i], gamma[i], rescale=rescale))
     return combine_task_vectors(base, deltas, weight, own=True, consensus=consensus, normalize=normalize,
