@@ -58,6 +58,31 @@ def test_fused_combine_equals_general(n, consensus, normalize):
     assert torch.equal(ours, ref)
 
 
+@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.parametrize("consensus", [True, False])
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("lambda_", [1.0, 0.7])
+def test_numpy_combiner_equals_the_torch_fused_combine(n, consensus, normalize, lambda_):
+    from tutti.merging.methods.blocks import Combiner
+
+    g = torch.Generator().manual_seed(10 + n)
+    size = 50_000
+    base = torch.randn(size, generator=g)
+    base[:300] = 0.0  # zero base entries: the sign of a zero result shows
+    deltas = [torch.randn(size, generator=g) * (torch.rand(size, generator=g) > 0.4) for _ in range(n)]
+    if n >= 2:
+        deltas[1][:500] = -deltas[0][:500]  # exact cancellation: the sum is +0, which elects +1
+    weights = [0.6, 0.4, 0.0][:n] if n > 1 else [0.7]
+    ref = torch.empty(size)
+    _combine_fast(base, [d.clone() for d in deltas], weights, ref, consensus=consensus, normalize=normalize,
+                  lambda_=lambda_, sign_on="weighted")
+    ours = torch.empty(size)
+    combine = Combiner(weights, size, consensus=consensus, normalize=normalize, lambda_=lambda_)
+    combine(base.numpy(), [d.numpy() for d in deltas], ours.numpy())
+    assert torch.equal(ours, ref)
+    assert torch.equal(ours.signbit(), ref.signbit())
+
+
 def test_negative_weights_take_the_general_path():
     base, d = torch.zeros(4), [torch.tensor([1.0, -1.0, 2.0, 0.0]), torch.tensor([1.0, 1.0, -2.0, 0.0])]
     out = combine_task_vectors(base, d, [1.0, -1.0], consensus=True, normalize=True, lambda_=1.0)
@@ -124,7 +149,8 @@ def test_della_keeps_each_rank_with_its_probability(dtype, rescale):
 @pytest.mark.parametrize("rescale", ["l1", "inverse_p", None])
 def test_blocked_dare_equals_the_whole_tensor_path(consensus, rescale):
     from tutti.merging.base import TensorContext
-    from tutti.merging.methods.dare_blocked import BLOCK, dare_combine
+    from tutti.merging.methods.blocks import BLOCK
+    from tutti.merging.methods.dare_blocked import dare_combine
 
     n = 2 * BLOCK + 12_345  # three blocks, the last one odd-sized (a half-used 64-bit draw at its end)
     g = torch.Generator().manual_seed(5)
@@ -148,7 +174,7 @@ def test_blocked_dare_equals_the_whole_tensor_path(consensus, rescale):
 @pytest.mark.parametrize("method", ["ties", "breadcrumbs", "breadcrumbs_ties"])
 def test_blocked_bands_equal_the_whole_tensor_path_bit_for_bit(method, ties):
     from tutti.merging.methods.band_blocked import band_combine
-    from tutti.merging.methods.dare_blocked import BLOCK
+    from tutti.merging.methods.blocks import BLOCK
 
     n = 2 * BLOCK + 12_345  # three blocks, the last one partial
     g = torch.Generator().manual_seed(7)

@@ -20,7 +20,7 @@ How the signature is read (``typing.get_type_hints``; ``from __future__ import a
   means required. A trailing underscore is dropped from the config name (``lambda_`` is configured as ``lambda``).
 
 Seed contract: a randomised method (``randomized=True``) must draw its randomness only through ``ctx``:
-``ctx.generator(i)``, ``ctx.raw32(n, i)``, ``ctx.keep_mask(p, i)`` or ``ctx.bernoulli(p, i)``, where ``i`` is the
+``ctx.generator(i)``, ``ctx.raw32(n, i)``, ``ctx.keep_mask(p, i)``, ``ctx.keep_draws(i)`` or ``ctx.bernoulli(p, i)``, where ``i`` is the
 index of the input the draw belongs to. The stream is seeded from ``(global seed, tensor name, input index)``
 alone, never from execution order, so a merge repeats bit-for-bit whatever the thread count, schedule or
 row-blocking. Draws are made on the CPU and then moved,
@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import math
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +61,8 @@ import torch
 from torch import Tensor
 
 from tutti.errors import ConfigError
+from tutti.merging.buffers import OutputPool
+from tutti.merging.draws import KeepDraws, threshold, thresholds
 from tutti.registry import Registry
 
 BaseMode = Literal["required", "optional", "none"]
@@ -81,6 +82,7 @@ class TensorContext:
         sources: for each entry of ``tensors``, ``(model, tensor name in that model)``, where ``model`` is the
             resolved model folder the executor read it from. Data-aware methods (Fisher, RegMean) use it to find
             each input's statistics; empty in in-memory merges.
+        pool: the executor's reused output buffers (:meth:`empty_like` draws on it); None in in-memory merges.
     """
 
     name: str
@@ -88,11 +90,20 @@ class TensorContext:
     num_layers: int | None = None
     seed: int = 0
     sources: tuple[tuple[str, str], ...] = ()
+    pool: OutputPool | None = field(default=None, compare=False, repr=False)
 
-    def seed_for(self, input_index: int) -> int:
-        """The 63-bit seed of input ``input_index`` for this tensor: a hash of (seed, name, input index)."""
-        key = f"{self.seed}\x00{self.name}\x00{input_index}".encode()
-        return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") & (2**63 - 1)
+    def empty_like(self, t: Tensor) -> Tensor:
+        """An uninitialised tensor like ``t`` for a method's result: a reused buffer when the executor lends one
+        (it is written out and taken back after the method returns, so return it, or a view of it, as is)."""
+        if self.pool is None or t.device.type != "cpu":
+            return torch.empty_like(t, memory_format=torch.contiguous_format)
+        return self.pool.empty(tuple(t.shape), t.dtype)
+
+    def seed_for(self, input_index: int, stream: str = "") -> int:
+        """The 63-bit seed of input ``input_index`` for this tensor: a hash of (seed, name, input index), and of
+        ``stream`` when given (an independent second stream of the same input)."""
+        key = f"{self.seed}\x00{self.name}\x00{input_index}" + (f"\x00{stream}" if stream else "")
+        return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") & (2**63 - 1)
 
     def generator(self, input_index: int) -> torch.Generator:
         """A fresh CPU generator seeded by :meth:`seed_for` (draw on CPU, then move, for device independence)."""
@@ -105,25 +116,24 @@ class TensorContext:
         times the speed of ``torch.rand``)."""
         return np.random.SFC64(self.seed_for(input_index)).random_raw((n + 1) // 2).view(np.uint32)[:n]
 
+    def keep_draws(self, input_index: int) -> KeepDraws:
+        """The input's keep/drop decisions as a stream (:class:`tutti.merging.draws.KeepDraws`), for taking them
+        block by block; :meth:`keep_mask` is one call to it."""
+        return KeepDraws(self.seed_for(input_index), self.seed_for(input_index, "fix"))
+
     def keep_mask(self, p: Tensor | float, input_index: int, *, like: Tensor | None = None) -> Tensor:
         """A boolean mask, true with probability ``p``, from the input's stream.
 
-        The decision is ``u < p`` with the float32 uniform ``u = (r >> 8) / 2**24`` of each raw draw ``r``
-        (:meth:`raw32`), taken exactly in integers as ``r < ceil(p * 2**24) * 2**8``. ``p`` is a number or a tensor
-        broadcastable to the mask's shape, which is ``like``'s when given (else ``p``'s); the mask is on that
-        tensor's device.
+        The decision is ``u < ceil(p * 2**24)`` for a uniform 24-bit ``u``, read a byte at a time
+        (:mod:`tutti.merging.draws`): exact to ``2**-24``. ``p`` is a number or a tensor broadcastable to the mask's
+        shape, which is ``like``'s when given (else ``p``'s); the mask is on that tensor's device.
         """
         ref = like if like is not None else p
         if not isinstance(ref, Tensor):
             raise TypeError("keep_mask with a scalar p needs like=")
-        raw = self.raw32(ref.numel(), input_index).reshape(tuple(ref.shape))
-        if isinstance(p, Tensor):
-            thr = (torch.ceil(p.detach().double().cpu() * 2**24).clamp_(0, 2**24).long() << 8).numpy()
-            keep = raw < thr  # int64 compare, broadcast
-        else:
-            t = min(math.ceil(max(float(p), 0.0) * 2**24), 2**24) << 8
-            keep = raw < t if t < 2**32 else np.ones(raw.shape, dtype=bool)
-        return torch.from_numpy(np.ascontiguousarray(keep)).to(ref.device)
+        t = threshold(p) if not isinstance(p, Tensor) else thresholds(p.detach().double().cpu().numpy())
+        keep = self.keep_draws(input_index).take(t, tuple(ref.shape))
+        return torch.from_numpy(keep).to(ref.device)
 
     def bernoulli(self, p: Tensor | float, input_index: int, *, like: Tensor | None = None) -> Tensor:
         """:meth:`keep_mask` as 0/1 values of ``p``'s (or ``like``'s) dtype."""

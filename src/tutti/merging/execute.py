@@ -30,6 +30,7 @@ from torch import Tensor
 
 from tutti.errors import CheckpointError
 from tutti.merging.base import TensorContext
+from tutti.merging.buffers import OutputPool
 from tutti.merging.plan import DTYPE_BYTES, MergePlan, ModelSource, TensorJob
 from tutti.merging.stream_writer import StreamingWriter
 
@@ -178,8 +179,9 @@ def _blocks(job: TensorJob, ins: list[Tensor], base: Tensor | None, block_bytes:
 class _Writer:
     """A writer thread fed through a byte-bounded queue."""
 
-    def __init__(self, writer: StreamingWriter, max_bytes: int) -> None:
+    def __init__(self, writer: StreamingWriter, max_bytes: int, pool: OutputPool | None = None) -> None:
         self.writer = writer
+        self.pool = pool
         self.q: queue.Queue[tuple[str, Tensor] | None] = queue.Queue()
         self.cv = threading.Condition()
         self.pending = 0
@@ -194,6 +196,8 @@ class _Writer:
             try:
                 if self.error is None:
                     self.writer.write(name, t)
+                    if self.pool is not None:
+                        self.pool.release(t)
             except BaseException as e:  # reported on the next put / close
                 self.error = e
             with self.cv:
@@ -234,7 +238,8 @@ def run_plan(plan: MergePlan, writer: StreamingWriter, options: ExecOptions,
     dtype = DTYPES.get(plan.config.dtype) if plan.config.dtype else None
     device = torch.device(options.device)
     budget = max(options.max_memory, 1)
-    out = _Writer(writer, max_bytes=budget // 4)
+    pool = OutputPool(max_bytes=budget // 4) if device.type == "cpu" else None
+    out = _Writer(writer, max_bytes=budget // 4, pool=pool)
     reader = ThreadPoolExecutor(max_workers=max(1, options.read_threads), thread_name_prefix="tutti-read")
     jobs = plan.jobs
     units = _units(plan, dtype, options)
@@ -262,7 +267,7 @@ def run_plan(plan: MergePlan, writer: StreamingWriter, options: ExecOptions,
                 nxt += 1
             tensors = futures.pop(i).result()
             in_flight -= sizes[i]
-            _compute_and_write(plan, jobs[ji], tensors, device, options, out, rows)
+            _compute_and_write(plan, jobs[ji], tensors, device, options, out, rows, pool)
             del tensors  # a mapped input is unmapped once its result (which may alias it) is written
             if on_tensor is not None and (rows is None or rows[1] == jobs[ji].shape[0]):
                 on_tensor(jobs[ji])
@@ -278,14 +283,15 @@ def run_plan(plan: MergePlan, writer: StreamingWriter, options: ExecOptions,
 
 
 def _compute_and_write(plan: MergePlan, job: TensorJob, tensors: list[Tensor], device: torch.device,
-                       options: ExecOptions, out: _Writer, rows: tuple[int, int] | None = None) -> None:
+                       options: ExecOptions, out: _Writer, rows: tuple[int, int] | None = None,
+                       pool: OutputPool | None = None) -> None:
     out_dtype = DTYPES.get(job.dtype, torch.float32)
     ins = tensors[: len(job.inputs)]
     base = tensors[len(job.inputs)] if job.base else None
     method = plan.method
     copy_only = job.params.get("__copy__", False) or not ins[0].is_floating_point()
     ctx = TensorContext(name=job.name, layer_index=job.layer_index, num_layers=plan.num_layers, seed=options.seed,
-                        sources=tuple((str(plan.models[mi].folder), n) for mi, n in job.inputs))
+                        sources=tuple((str(plan.models[mi].folder), n) for mi, n in job.inputs), pool=pool)
     split = method.elementwise and not copy_only and rows is None
     blocks = list(_blocks(job, ins, base, options.block_bytes)) if split else [slice(None)]
     whole = tuple(job.shape) if rows is None else (rows[1] - rows[0], *job.shape[1:])
@@ -296,4 +302,7 @@ def _compute_and_write(plan: MergePlan, job: TensorJob, tensors: list[Tensor], d
         if tuple(res.shape) != (whole if blk == slice(None) else tuple(xs[0].shape)):
             raise CheckpointError(f"merge_method {method.name!r} returned shape {list(res.shape)} for "
                                   f"{job.name!r}, expected {list(job.shape)}")
-        out.put(job.name, res.to(out_dtype).to("cpu"))
+        written = res.to(out_dtype).to("cpu")
+        out.put(job.name, written)
+        if pool is not None and written is not res:
+            pool.release(res)  # a lent buffer whose contents were converted: free again now

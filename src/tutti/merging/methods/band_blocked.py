@@ -23,40 +23,42 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tutti.merging import sparsify as sp
-from tutti.merging.methods.dare_blocked import BLOCK
+from tutti.merging.methods.blocks import BLOCK, Combiner, scratch
 
 Edge = tuple[float, int, int]  # (value, entries below it, entries equal to it)
 
 
 def band_combine(tensors: list[Tensor], base: Tensor, bands: list[tuple[int, int]], weights: list[float], *,
-                 consensus: bool, normalize: bool, lambda_: float) -> Tensor:
-    """Keep each task vector's magnitude ranks ``bands[i] = [lo, hi)`` (ascending) and combine (float32 inputs).
+                 consensus: bool, normalize: bool, lambda_: float, out: Tensor | None = None) -> Tensor:
+    """Keep each task vector's magnitude ranks ``bands[i] = [lo, hi)`` (ascending) and combine (float32 CPU inputs)
+    into ``out`` (a new tensor when None).
 
     Same contract as ``magnitude``/``magnitude_outliers`` without rescale + ``combine_task_vectors``'s fast path.
     """
-    from tutti.merging.methods.task_arithmetic import _combine_fast
-
     n, k = base.numel(), len(tensors)
     fb, fx = base.reshape(-1), [x.reshape(-1) for x in tensors]
     edges = [_edges(fx[i], fb, *bands[i]) for i in range(k)]
     seen = [[0, 0] for _ in range(k)]  # entries equal to each edge value met so far (for the index tie rule)
-    d = [torch.empty(min(n, BLOCK), dtype=torch.float32, device=base.device) for _ in range(2 * k)]
-    out = torch.empty_like(fb)
+    d = [torch.from_numpy(scratch(f"band.work{j}", min(n, BLOCK))) for j in range(2 * k)]
+    out = torch.empty(base.shape, dtype=torch.float32) if out is None else out
+    fo, nb, nx, nd = out.reshape(-1).numpy(), fb.numpy(), [x.numpy() for x in fx], [x.numpy() for x in d]
+    combine = Combiner(weights, min(n, BLOCK), consensus=consensus, normalize=normalize, lambda_=lambda_)
     for s in range(0, n, BLOCK):
         e = min(n, s + BLOCK)
         m = e - s
         deltas = []
         for i in range(k):
-            delta = torch.sub(fx[i][s:e], fb[s:e], out=d[2 * i][:m])
+            np.subtract(nx[i][s:e], nb[s:e], out=nd[2 * i][:m])
+            delta = d[2 * i][:m]
             lo_hi = edges[i]
             if lo_hi is None:  # the whole vector is kept
                 deltas.append(delta)
                 continue
-            w = torch.abs(delta, out=d[2 * i + 1][:m])
+            np.abs(nd[2 * i][:m], out=nd[2 * i + 1][:m])
+            w = d[2 * i + 1][:m]
             deltas.append(_cut(delta, w, *lo_hi, bands[i], seen[i]))
-        _combine_fast(fb[s:e], deltas, weights, out[s:e], consensus=consensus, normalize=normalize,
-                      lambda_=lambda_, sign_on="weighted", own=True)
-    return out.reshape(base.shape)
+        combine(nb[s:e], [x.numpy() for x in deltas], fo[s:e])
+    return out
 
 
 def _cut(delta: Tensor, w: Tensor, lo: Edge | None, hi: Edge | None, band: tuple[int, int],
@@ -90,8 +92,7 @@ def _below32(v: float) -> float:
 def _tie_positions(w: Tensor, v: float, seen: list[int], side: int, *, start: int, stop: int | None) -> Tensor:
     """Block positions of entries equal to ``v`` whose index among all equal entries (in order) is in
     ``[start, stop)``; advances the running count ``seen[side]``. Must run before ``w`` is modified."""
-    pos = (torch.from_numpy(np.flatnonzero(w.numpy() == np.float32(v))) if w.device.type == "cpu"
-           else torch.nonzero(w == v).reshape(-1))
+    pos = torch.from_numpy(np.flatnonzero(w.numpy() == np.float32(v)))
     first = seen[side]
     seen[side] += pos.numel()
     a = max(start - first, 0)
@@ -115,25 +116,23 @@ def _select_blocked(x: Tensor, base: Tensor, ks: list[int]) -> dict[int, Edge]:
     if n <= 8 * sp._SAMPLE:
         w = (x - base).abs()
         return {k: _edge(*sp.select(w, k)) for k in ks}
-    idx = sp.sample_index(n, ks[0]).to(x.device)
+    idx = sp.sample_index(n, ks[0])
     sample = (x[idx] - base[idx]).abs()
     brackets = {k: sp.bracket(sample, k, n) for k in ks}
     below, cands = dict.fromkeys(ks, 0), {k: [] for k in ks}
-    buf = torch.empty(min(n, BLOCK), dtype=torch.float32, device=x.device)
-    cpu = x.device.type == "cpu"  # NumPy's compares and compress are several times torch's on CPU
+    buf = scratch("band.select", min(n, BLOCK))
+    nx, nb = x.numpy(), base.numpy()  # NumPy's compares and compress are several times torch's on CPU
     for s in range(0, n, BLOCK):
         e = min(n, s + BLOCK)
-        w = torch.sub(x[s:e], base[s:e], out=buf[: e - s]).abs_()
-        a = w.numpy() if cpu else w
+        a = np.abs(np.subtract(nx[s:e], nb[s:e], out=buf[: e - s]), out=buf[: e - s])
         for k, (lo_v, hi_v) in brackets.items():
-            lo_a, hi_a = (_scalar(v, cpu) for v in (lo_v, hi_v))
+            lo_a, hi_a = (None if v is None else np.float32(v.item()) for v in (lo_v, hi_v))
             if lo_a is not None:
                 below[k] += int((a < lo_a).sum())
             inside = (a >= lo_a) if lo_a is not None else None
             if hi_a is not None:
                 inside = (a <= hi_a) if inside is None else inside & (a <= hi_a)
-            cands[k].append(torch.from_numpy(a[inside] if inside is not None else a.copy()) if cpu
-                            else (w[inside] if inside is not None else w.clone()))
+            cands[k].append(torch.from_numpy(a[inside] if inside is not None else a.copy()))
     out = {}
     for k in ks:
         cand, r = torch.cat(cands[k]), k - below[k]
@@ -143,11 +142,6 @@ def _select_blocked(x: Tensor, base: Tensor, ks: list[int]) -> dict[int, Edge]:
         else:  # the sample's bracket missed (vanishingly rare): the exact whole-tensor selection
             out[k] = _edge(*sp.select((x - base).abs(), k))
     return out
-
-
-def _scalar(v: Tensor | None, cpu: bool) -> object:
-    """A bracket value for comparisons: a float32 NumPy scalar on CPU, the tensor elsewhere."""
-    return None if v is None else (np.float32(v.item()) if cpu else v)
 
 
 def _edge(v: Tensor, less: int, eq: int) -> Edge:

@@ -26,6 +26,7 @@ from tutti.errors import ConfigError
 from tutti.merging import sparsify as sp
 from tutti.merging.base import TensorContext, merge_method
 from tutti.merging.methods.band_blocked import band_combine
+from tutti.merging.methods.blocks import BLOCK, Combiner, blockable
 from tutti.merging.methods.dare_blocked import dare_combine
 
 Sparsifier = Callable[[Tensor, int], Tensor]
@@ -42,22 +43,31 @@ def combine_task_vectors(
     sign_on: str = "weighted",
     block_elems: int = 1 << 22,
     own: bool = False,
+    out: Tensor | None = None,
 ) -> Tensor:
     """Steps 3-5 above on already sparsified task vectors ``deltas`` (each shaped like ``base``).
 
     Element-wise, so it runs over blocks of ``block_elems`` entries to keep its temporaries small. float32 inputs
     with non-negative weights take a fused path (no stacking, no boolean masks, in place on its own temporaries)
-    that gives the same numbers as the general one. ``own``: the deltas are the caller's temporaries (the fast
-    path then weights them in place instead of copying).
+    that gives the same numbers as the general one (on CPU with ``own``, NumPy's :class:`blocks.Combiner`, the same
+    bits again). ``own``: the deltas are the caller's temporaries (the fast path then weights them in place instead
+    of copying). ``out``: where to write the result (shaped like ``base``; a new tensor when None).
     """
     if not deltas:
         return base.clone()
     fast = (base.dtype == torch.float32 and all(d.dtype == torch.float32 for d in deltas)
             and (not consensus or (sign_on == "weighted" and min(weights) >= 0 and max(weights) > 0)))
-    combine = _combine_fast if fast else _combine_general
     flat_base = base.reshape(-1)
     flat = [d.reshape(-1) for d in deltas]
-    out = torch.empty_like(flat_base)
+    out = torch.empty_like(flat_base) if out is None else out.reshape(-1)
+    if fast and own and base.device.type == "cpu":  # NumPy's kernels in cache-sized blocks: the same bits
+        nb, no, nd = flat_base.detach().numpy(), out.detach().numpy(), [d.detach().numpy() for d in flat]
+        combine = Combiner(weights, min(nb.size, BLOCK), consensus=consensus, normalize=normalize, lambda_=lambda_)
+        for start in range(0, nb.size, BLOCK):
+            sl = slice(start, start + BLOCK)
+            combine(nb[sl], [d[sl] for d in nd], no[sl])
+        return out.reshape(base.shape)
+    combine = _combine_fast if fast else _combine_general
     extra = {"own": own} if fast else {}
     for start in range(0, flat_base.numel(), block_elems):
         sl = slice(start, start + block_elems)
@@ -133,13 +143,6 @@ def _combine_fast(base: Tensor, deltas: list[Tensor], weights: list[float], out:
     torch.addcmul(base, magnitude, elected, out=out)
 
 
-def _blockable(tensors: list[Tensor], base: Tensor, weight: list[float], *, consensus: bool) -> bool:
-    """Whether the blocked paths apply: float32 inputs and the fused combine's weights."""
-    return (bool(tensors) and base.numel() > 0 and base.dtype == torch.float32
-            and all(x.dtype == torch.float32 for x in tensors)
-            and (not consensus or (min(weight) >= 0 and max(weight) > 0)))
-
-
 def _deltas(tensors: list[Tensor], base: Tensor, prune: Sparsifier | None) -> list[Tensor]:
     out = []
     for i, x in enumerate(tensors):
@@ -171,16 +174,17 @@ def task_arithmetic(tensors: list[Tensor], base: Tensor, *, weight: list[float],
 
 
 @merge_method("ties", pretty_name="TIES", paper="https://arxiv.org/abs/2306.01708", min_inputs=0)
-def ties(tensors: list[Tensor], base: Tensor, *, weight: list[float], density: list[float] = 1.0,
+def ties(tensors: list[Tensor], base: Tensor, *, ctx: TensorContext, weight: list[float], density: list[float] = 1.0,
          normalize: bool = True, rescale: bool = False, int8_mask: bool = False, lambda_: float = 1.0,
          sign_on: str = "weighted") -> Tensor:
     """Trim to the top-``density`` magnitudes, elect signs, merge agreeing entries."""
     del int8_mask  # only a memory option in mergekit
     _check_sign_on(sign_on)
     if (not rescale and sign_on == "weighted" and min(density) > 0  # density <= 0 keeps nothing, not 1 entry
-            and _blockable(tensors, base, weight, consensus=True)):
+            and blockable(tensors, base, weight, consensus=True)):
         bands = [sp.top_band(base.numel(), p) for p in density]
-        return band_combine(tensors, base, bands, weight, consensus=True, normalize=normalize, lambda_=lambda_)
+        return band_combine(tensors, base, bands, weight, consensus=True, normalize=normalize, lambda_=lambda_,
+                            out=ctx.empty_like(base))
     deltas = _deltas(tensors, base, lambda d, i: sp.magnitude(d, density[i], rescale=rescale))
     return combine_task_vectors(base, deltas, weight, own=True, consensus=True, normalize=normalize, lambda_=lambda_,
                                 sign_on=sign_on)
@@ -189,7 +193,7 @@ def ties(tensors: list[Tensor], base: Tensor, *, weight: list[float], density: l
 def _dare(tensors: list[Tensor], base: Tensor, ctx: TensorContext, weight: list[float], density: list[float],
           *, consensus: bool, normalize: bool, rescale: bool, rescale_mode: str, lambda_: float) -> Tensor:
     mode = _rescale_mode(rescale, rescale_mode, ctx)
-    if _blockable(tensors, base, weight, consensus=consensus):
+    if blockable(tensors, base, weight, consensus=consensus):
         return dare_combine(tensors, base, ctx, weight, density, rescale=mode, consensus=consensus,
                             normalize=normalize, lambda_=lambda_)
     deltas = _deltas(tensors, base, lambda d, i: sp.bernoulli_drop(d, density[i], ctx, i, rescale=mode))
@@ -219,34 +223,35 @@ def dare_linear(tensors: list[Tensor], base: Tensor, *, ctx: TensorContext, weig
                  rescale_mode=rescale_mode, lambda_=lambda_)
 
 
-def _breadcrumbs(tensors: list[Tensor], base: Tensor, weight: list[float], density: list[float],
+def _breadcrumbs(tensors: list[Tensor], base: Tensor, ctx: TensorContext, weight: list[float], density: list[float],
                  gamma: list[float], *, consensus: bool, normalize: bool, rescale: bool, lambda_: float) -> Tensor:
     bands = [sp.outlier_band(base.numel(), p, g) for p, g in zip(density, gamma, strict=True)]
-    if not rescale and all(hi > lo for lo, hi in bands) and _blockable(tensors, base, weight, consensus=consensus):
-        return band_combine(tensors, base, bands, weight, consensus=consensus, normalize=normalize, lambda_=lambda_)
+    if not rescale and all(hi > lo for lo, hi in bands) and blockable(tensors, base, weight, consensus=consensus):
+        return band_combine(tensors, base, bands, weight, consensus=consensus, normalize=normalize, lambda_=lambda_,
+                            out=ctx.empty_like(base))
     deltas = _deltas(tensors, base, lambda d, i: sp.magnitude_outliers(d, density[i], gamma[i], rescale=rescale))
     return combine_task_vectors(base, deltas, weight, own=True, consensus=consensus, normalize=normalize,
                                 lambda_=lambda_)
 
 
 @merge_method("breadcrumbs", pretty_name="Model Breadcrumbs", paper="https://arxiv.org/abs/2312.06795", min_inputs=0)
-def breadcrumbs(tensors: list[Tensor], base: Tensor, *, weight: list[float], density: list[float] = 1.0,
+def breadcrumbs(tensors: list[Tensor], base: Tensor, *, ctx: TensorContext, weight: list[float], density: list[float] = 1.0,
                 gamma: list[float] = 0.01, normalize: bool = False, rescale: bool = False, int8_mask: bool = False,
                 lambda_: float = 1.0) -> Tensor:
     """Drop the largest ``gamma`` and the smallest entries of each task vector, then sum."""
     del int8_mask
-    return _breadcrumbs(tensors, base, weight, density, gamma, consensus=False, normalize=normalize,
+    return _breadcrumbs(tensors, base, ctx, weight, density, gamma, consensus=False, normalize=normalize,
                         rescale=rescale, lambda_=lambda_)
 
 
 @merge_method("breadcrumbs_ties", pretty_name="Model Breadcrumbs with TIES", paper="https://arxiv.org/abs/2312.06795",
               min_inputs=0)
-def breadcrumbs_ties(tensors: list[Tensor], base: Tensor, *, weight: list[float], density: list[float] = 1.0,
+def breadcrumbs_ties(tensors: list[Tensor], base: Tensor, *, ctx: TensorContext, weight: list[float], density: list[float] = 1.0,
                      gamma: list[float] = 0.01, normalize: bool = False, rescale: bool = False,
                      int8_mask: bool = False, lambda_: float = 1.0) -> Tensor:
     """Breadcrumbs pruning with TIES sign consensus."""
     del int8_mask
-    return _breadcrumbs(tensors, base, weight, density, gamma, consensus=True, normalize=normalize,
+    return _breadcrumbs(tensors, base, ctx, weight, density, gamma, consensus=True, normalize=normalize,
                         rescale=rescale, lambda_=lambda_)
 
 
@@ -257,7 +262,7 @@ def _della(tensors: list[Tensor], base: Tensor, ctx: TensorContext, weight: list
     deltas = _deltas(tensors, base,
                      lambda d, i: sp.della_magprune(d, density[i], epsilon[i], ctx, i, rescale=mode))
     return combine_task_vectors(base, deltas, weight, own=True, consensus=consensus, normalize=normalize,
-                                lambda_=lambda_)
+                                lambda_=lambda_, out=ctx.empty_like(base))
 
 
 @merge_method("della", pretty_name="DELLA", paper="https://arxiv.org/abs/2406.11617", randomized=True, min_inputs=0)
