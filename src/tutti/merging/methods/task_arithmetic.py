@@ -235,7 +235,8 @@ def _breadcrumbs(tensors: list[Tensor], base: Tensor, ctx: TensorContext, weight
 
 
 @merge_method("breadcrumbs", pretty_name="Model Breadcrumbs", paper="https://arxiv.org/abs/2312.06795", min_inputs=0)
-def breadcrumbs(tensors: list[Tensor], base: Tensor, *, ctx: TensorContext, weight: list[float], density: list[float] = 1.0,
+def breadcrumbs(tensors: list[Tensor], base: Tensor, *, ctx: TensorContext, weight: list[float],
+                density: list[float] = 1.0,
                 gamma: list[float] = 0.01, normalize: bool = False, rescale: bool = False, int8_mask: bool = False,
                 lambda_: float = 1.0) -> Tensor:
     """Drop the largest ``gamma`` and the smallest entries of each task vector, then sum."""
@@ -246,7 +247,8 @@ def breadcrumbs(tensors: list[Tensor], base: Tensor, *, ctx: TensorContext, weig
 
 @merge_method("breadcrumbs_ties", pretty_name="Model Breadcrumbs with TIES", paper="https://arxiv.org/abs/2312.06795",
               min_inputs=0)
-def breadcrumbs_ties(tensors: list[Tensor], base: Tensor, *, ctx: TensorContext, weight: list[float], density: list[float] = 1.0,
+def breadcrumbs_ties(tensors: list[Tensor], base: Tensor, *, ctx: TensorContext, weight: list[float],
+                     density: list[float] = 1.0,
                      gamma: list[float] = 0.01, normalize: bool = False, rescale: bool = False,
                      int8_mask: bool = False, lambda_: float = 1.0) -> Tensor:
     """Breadcrumbs pruning with TIES sign consensus."""
