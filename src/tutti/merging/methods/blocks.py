@@ -1,8 +1,9 @@
 """Shared pieces of the blocked (CPU, float32) task-vector paths: the block size and the fused combine in NumPy.
 
 On this kind of CPU NumPy's element-wise kernels run at about 0.3 ns per float32 entry against 0.3-1.5 ns for
-torch's (``sub``, ``addcmul``), and a combine is a dozen such passes per block, so the blocked paths do their
-arithmetic in NumPy on views that share memory with the torch tensors. The operations and their order are
+torch's (``sub``, ``addcmul``), and a combine is a dozen such passes per block, so the blocked paths (and
+``combine_task_vectors`` on CPU with its own temporaries) do their arithmetic in NumPy on views that share memory
+with the torch tensors. The operations and their order are
 those of ``task_arithmetic._combine_fast`` (each one correctly rounded in float32), so the results are the same
 bits; ``tests/merging/test_fast_paths.py`` checks it.
 """
