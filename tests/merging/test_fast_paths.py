@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -101,14 +102,15 @@ def test_sorted_at_equals_a_full_sort(size):
 
 
 @pytest.mark.parametrize("shape", [(7, 1), (40, 576), (3, 1536)])
-def test_row_order_is_the_stable_argsort_of_magnitudes(shape):
+def test_row_ranks_are_the_stable_argsort_ranks_of_magnitudes(shape):
+    from tutti.merging.magprune import row_ranks
+
     g = torch.Generator().manual_seed(shape[1])
     x = torch.randn(shape, generator=g)
     x[:, : shape[1] // 3] = 0.25  # a run of ties: ordered by column, as a stable sort orders them
     x[:, : shape[1] // 6] = -0.25  # the same magnitude with the other sign
-    ref = torch.argsort(x.abs(), dim=1, stable=True)
-    assert torch.equal(sp._row_order(x), ref)
-    assert torch.equal(sp._row_order(x.double()), ref)  # the general (argsort) path
+    ref = torch.argsort(torch.argsort(x.abs(), dim=1, stable=True), dim=1)
+    assert np.array_equal(row_ranks(x.numpy()), ref.numpy())
 
 
 def test_scalar_keep_mask_equals_the_tensor_path_and_repeats():
@@ -150,7 +152,7 @@ def test_della_keeps_each_rank_with_its_probability(dtype, rescale):
 def test_blocked_dare_equals_the_whole_tensor_path(consensus, rescale):
     from tutti.merging.base import TensorContext
     from tutti.merging.methods.blocks import BLOCK
-    from tutti.merging.methods.dare_blocked import dare_combine
+    from tutti.merging.methods.drop_blocked import dare_combine
 
     n = 2 * BLOCK + 12_345  # three blocks, the last one odd-sized (a half-used 64-bit draw at its end)
     g = torch.Generator().manual_seed(5)
@@ -168,6 +170,29 @@ def test_blocked_dare_equals_the_whole_tensor_path(consensus, rescale):
     tol = 0.0 if rescale != "l1" else 1e-6 * float(ref.abs().max())
     assert float((out - ref).abs().max()) <= tol
     assert float(out.view(-1)[:64].abs().sum()) > 0 and not torch.equal(out, base)
+
+
+@pytest.mark.parametrize("consensus", [True, False])
+@pytest.mark.parametrize("rescale", ["l1", None])
+@pytest.mark.parametrize("shape", [(1100, 576), (3000,)])
+def test_blocked_della_equals_the_whole_tensor_path(consensus, rescale, shape):
+    from tutti.merging.base import TensorContext
+    from tutti.merging.methods.drop_blocked import della_combine
+
+    g = torch.Generator().manual_seed(6)
+    base = torch.randn(shape, generator=g)
+    xs = [base + 0.01 * torch.randn(shape, generator=g) for _ in range(4)]
+    xs[1][..., :40] = base[..., :40]  # zero task-vector entries: ties in every row
+    ctx = TensorContext(name="model.layers.0.mlp.down_proj.weight", seed=3)
+    density, epsilon, weights = [0.3, 0.5, 1.0, 0.0], [0.2, 0.1, 0.1, 0.1], [1.0, 0.5, 0.25, 2.0]
+    deltas = [sp.della_magprune(x - base, p, eps, ctx, i, rescale=rescale)
+              for i, (x, p, eps) in enumerate(zip(xs, density, epsilon, strict=True))]
+    ref = combine_task_vectors(base, deltas, weights, consensus=consensus, normalize=True, lambda_=0.8)
+    out = della_combine(xs, base, ctx, weights, density, epsilon, rescale=rescale, consensus=consensus,
+                        normalize=True, lambda_=0.8)
+    tol = 0.0 if rescale != "l1" else 1e-6 * float(ref.abs().max())  # as for DARE: the L1 sums' order
+    assert float((out - ref).abs().max()) <= tol
+    assert not torch.equal(out, base)
 
 
 @pytest.mark.parametrize("ties", [False, True])

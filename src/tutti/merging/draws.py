@@ -38,6 +38,14 @@ class KeepDraws:
         self.main = np.random.SFC64(main_seed)
         self.fix = np.random.SFC64(fix_seed)
 
+    def bytes(self, m: int) -> np.ndarray:
+        """The next ``m`` top bytes of the main stream (a multiple of 8 unless it is the stream's last call)."""
+        return self.main.random_raw((m + 7) // 8).view(np.uint8)[:m]
+
+    def low16(self, k: int) -> np.ndarray:
+        """The low 16 bits of the next ``k`` open entries' ``u``, from the second stream (int64)."""
+        return (self.fix.random_raw(k) & 0xFFFF).astype(np.int64)
+
     def take(self, t: int | np.ndarray, shape: tuple[int, ...] | int, out: np.ndarray | None = None) -> np.ndarray:
         """The next decisions, for ``shape`` entries in C order, as bool; ``t`` is one threshold or int64
         thresholds broadcastable to ``shape``.
@@ -47,7 +55,7 @@ class KeepDraws:
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
         m = math.prod(shape)
         out = np.empty(shape, dtype=bool) if out is None else out
-        u = self.main.random_raw((m + 7) // 8).view(np.uint8)[:m].reshape(shape)
+        u = self.bytes(m).reshape(shape)
         if isinstance(t, int):
             if t >= ONE:
                 out[...] = True
@@ -58,7 +66,7 @@ class KeepDraws:
                 return out
             open_ = np.flatnonzero(u == hi)
             if open_.size:
-                out.reshape(-1)[open_] = (self.fix.random_raw(open_.size) & 0xFFFF) < lo
+                out.reshape(-1)[open_] = self.low16(open_.size) < lo
             return out
         t = np.asarray(t, dtype=np.int64)
         hi = t >> 16  # 0..256: 256 keeps every entry
@@ -66,5 +74,5 @@ class KeepDraws:
         open_ = np.flatnonzero(u == hi)
         if open_.size:
             lo = np.broadcast_to(t, shape).flat[open_] & 0xFFFF
-            out.reshape(-1)[open_] = (self.fix.random_raw(open_.size) & 0xFFFF).astype(np.int64) < lo
+            out.reshape(-1)[open_] = self.low16(open_.size) < lo
         return out

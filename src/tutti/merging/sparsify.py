@@ -10,12 +10,12 @@ one (``"l1"``); the DARE/DELLA papers divide each kept element by its keep proba
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from tutti.errors import ConfigError
+from tutti.merging import magprune
 from tutti.merging.base import TensorContext
 
 RESCALE_MODES = ("l1", "inverse_p")
@@ -212,50 +212,36 @@ def bernoulli_drop(delta: Tensor, density: float, ctx: TensorContext, index: int
     return masked.to(delta.dtype)
 
 
-def _row_order(x: Tensor) -> Tensor:
-    """For each row of the 2-D ``x``, its columns in ascending order of magnitude (ties by column, as a stable
-    argsort of ``|x|``).
-
-    On CPU, float32 goes through one NumPy sort of 64-bit keys ``(bits of |x|) << 32 | column`` (a non-negative
-    float orders like its bit pattern, and ``|x|``'s bits are ``x``'s without the sign bit): about three times
-    faster than an argsort, with the columns read back from the keys' low half.
-    """
-    if x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous():
-        keys = np.bitwise_and(x.numpy().view(np.int32), 0x7FFFFFFF, dtype=np.int64)
-        keys <<= 32
-        keys |= np.arange(x.shape[1], dtype=np.int64)
-        keys.sort(axis=1)
-        keys &= 0xFFFFFFFF
-        return torch.from_numpy(keys)
-    return torch.argsort(x.abs(), dim=1, stable=True)
+def check_della(density: float, epsilon: float, name: str) -> None:
+    """DELLA's bounds: ``0 < density +/- epsilon < 1`` wherever ``0 < density < 1``."""
+    if 0 < density < 1 and (density + epsilon >= 1 or density - epsilon <= 0):
+        raise ConfigError(f"{name}: della needs 0 < density +/- epsilon < 1, got density={density}, "
+                          f"epsilon={epsilon}; lower epsilon")
 
 
 def della_magprune(delta: Tensor, density: float, epsilon: float, ctx: TensorContext, index: int, *,
                    rescale: str | None) -> Tensor:
-    """DELLA: per row, keep probability rises linearly with magnitude rank from ``density-eps`` to ``density+eps``."""
+    """DELLA: per row, keep probability rises linearly with magnitude rank from ``density-eps`` to ``density+eps``.
+
+    Rows as mergekit ranks them: a 1-D tensor is one row, higher ones are ranked along dimension 1. The
+    decisions (:mod:`tutti.merging.magprune`) are computed on the CPU in float32 whatever the device.
+    """
     if density >= 1:
         return delta
     if density <= 0:
         return torch.zeros_like(delta)
-    if density + epsilon >= 1 or density - epsilon <= 0:
-        raise ConfigError(f"{ctx.name}: della needs 0 < density +/- epsilon < 1, got density={density}, "
-                          f"epsilon={epsilon}; lower epsilon")
+    check_della(density, epsilon, ctx.name)
     work = delta if delta.dtype in (torch.float32, torch.float64) else delta.float()
-    rows = work.unsqueeze(0) if work.dim() < 2 else work
-    order = _row_order(rows).to(rows.device)  # (rows, cols): position j holds the column of rank j
-    cols = rows.shape[1]
-    ramp = torch.arange(cols, dtype=rows.dtype).div_(float(cols - 1)).clamp_(0, 1) if cols > 1 \
-        else torch.zeros(1, dtype=rows.dtype)  # normalised rank
-    probs = ramp.mul_(2 * epsilon).add_(density - epsilon)  # keep probability of rank j, (cols,)
-    # one draw per (row, rank) decides the entry of that rank: the draws are i.i.d., so this is the same
-    # distribution as one draw per entry, and the probabilities stay a vector of `cols`
-    keep_sorted = ctx.keep_mask(probs.cpu(), index, like=order)
-    keep = torch.empty(rows.shape, dtype=torch.uint8, device=rows.device)
-    keep.scatter_(1, order, keep_sorted.view(torch.uint8))
-    masked = rows * keep
+    rows = work.reshape(1, -1) if work.dim() < 2 else work.movedim(1, -1)
+    shape = rows.shape
+    x = rows.detach().reshape(-1, shape[-1]).to("cpu", torch.float32).contiguous().numpy()
+    cols = x.shape[1]
+    keep = magprune.keep_mask(x, ctx.keep_draws(index), magprune.rank_thresholds(cols, density, epsilon))
+    masked = rows * torch.from_numpy(keep).view(torch.uint8).reshape(shape).to(rows.device)
     if rescale == "l1":
         masked = rescale_l1(rows, masked, in_place=True)
     elif rescale == "inverse_p":
-        inv = torch.empty_like(rows).scatter_(1, order, probs.to(rows.device).expand_as(rows))
-        masked = masked.div_(inv)
+        p = magprune.rank_probabilities(cols, density, epsilon)[magprune.row_ranks(x)]
+        masked = masked.div_(torch.from_numpy(p).to(rows.dtype).reshape(shape).to(rows.device))
+    masked = masked.reshape(1, -1) if work.dim() < 2 else masked.movedim(-1, 1)
     return masked.reshape(delta.shape).to(delta.dtype)

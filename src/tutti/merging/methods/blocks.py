@@ -10,13 +10,13 @@ bits; ``tests/merging/test_fast_paths.py`` checks it.
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import torch
 from torch import Tensor
 
-BLOCK = 1 << 18  # entries per block: 1 MB of float32, so every temporary stays in cache and is reused
+from tutti.merging.scratch import BLOCK, scratch
+
+__all__ = ["BLOCK", "Combiner", "blockable", "scratch"]
 
 
 def blockable(tensors: list[Tensor], base: Tensor, weight: list[float], *, consensus: bool) -> bool:
@@ -24,23 +24,6 @@ def blockable(tensors: list[Tensor], base: Tensor, weight: list[float], *, conse
     return (bool(tensors) and base.numel() > 0 and base.dtype == torch.float32 and base.device.type == "cpu"
             and all(x.dtype == torch.float32 and x.device.type == "cpu" for x in tensors)
             and (not consensus or (min(weight) >= 0 and max(weight) > 0)))
-
-
-_local = threading.local()
-
-
-def scratch(tag: str, n: int, dtype: type = np.float32) -> np.ndarray:
-    """A reused buffer of ``n`` entries for ``tag``, per thread (contents undefined).
-
-    Fresh pages are expensive on some machines (a page fault per 4 KB; 24 ns per float32 entry measured on a
-    first touch here), so the blocked paths keep their scratch, masks included, from one tensor to the next: the
-    memory held is that of the largest tensor's needs.
-    """
-    bufs = _local.__dict__.setdefault("bufs", {})
-    buf = bufs.get(tag)
-    if buf is None or buf.size < n or buf.dtype != dtype:
-        buf = bufs[tag] = np.empty(n, dtype=dtype)
-    return buf[:n]
 
 
 class Combiner:
@@ -58,6 +41,7 @@ class Combiner:
         self.sign = scratch("combine.sign", size, np.uint32)
         self.zeros = scratch("combine.zeros", size)
         self.zeros[:] = 0
+        self.positive = scratch("combine.positive", size, np.bool_)
         self.sum_w = np.float32(sum(self.ws, np.float32(0)))
         self.floor = np.float32(min((w for w in self.ws if w > 0), default=np.float32(1)) / 2)
 
@@ -97,10 +81,15 @@ class Combiner:
 
     def _divisor(self, agreeing: list[np.ndarray]) -> np.ndarray:
         """``sum_i w_i sign(c_i)``, at least half the smallest positive weight (where no entry agreed the magnitude
-        is 0, so any positive divisor does); computed in the ``c_i``'s storage."""
-        divisor = np.multiply(np.sign(agreeing[0], out=agreeing[0]), self.ws[0], out=agreeing[0])
+        is 0, so any positive divisor does); computed in the ``c_i``'s storage.
+
+        The ``c_i`` are non-negative here, so ``sign(c_i) w_i`` is ``(c_i > 0) w_i``, the same bits (NumPy's
+        ``sign`` written in place runs at 9 ns per entry on this kind of CPU, the comparison at 0.2).
+        """
+        m = agreeing[0].shape[0]
+        positive, zeros = self.positive[:m], self.zeros[:m]
+        divisor = np.multiply(np.greater(agreeing[0], zeros, out=positive), self.ws[0], out=agreeing[0])
         for c, w in zip(agreeing[1:], self.ws[1:], strict=True):
-            np.sign(c, out=c)
-            np.multiply(c, w, out=c)
+            np.multiply(np.greater(c, zeros, out=positive), w, out=c)
             np.add(divisor, c, out=divisor)
         return np.maximum(divisor, self.floor, out=divisor)

@@ -27,7 +27,7 @@ from tutti.merging import sparsify as sp
 from tutti.merging.base import TensorContext, merge_method
 from tutti.merging.methods.band_blocked import band_combine
 from tutti.merging.methods.blocks import BLOCK, Combiner, blockable
-from tutti.merging.methods.dare_blocked import dare_combine
+from tutti.merging.methods.drop_blocked import dare_combine, della_combine
 
 Sparsifier = Callable[[Tensor, int], Tensor]
 
@@ -261,6 +261,11 @@ def _della(tensors: list[Tensor], base: Tensor, ctx: TensorContext, weight: list
            epsilon: list[float], *, consensus: bool, normalize: bool, rescale: bool, rescale_mode: str,
            lambda_: float) -> Tensor:
     mode = _rescale_mode(rescale, rescale_mode, ctx)
+    for p, eps in zip(density, epsilon, strict=True):
+        sp.check_della(p, eps, ctx.name)
+    if mode != "inverse_p" and base.dim() <= 2 and blockable(tensors, base, weight, consensus=consensus):
+        return della_combine(tensors, base, ctx, weight, density, epsilon, rescale=mode, consensus=consensus,
+                             normalize=normalize, lambda_=lambda_)
     deltas = _deltas(tensors, base,
                      lambda d, i: sp.della_magprune(d, density[i], epsilon[i], ctx, i, rescale=mode))
     return combine_task_vectors(base, deltas, weight, own=True, consensus=consensus, normalize=normalize,
