@@ -129,3 +129,40 @@ def test_rank_band_equals_stable_sort_oracle(monkeypatch: pytest.MonkeyPatch) ->
             expected = torch.zeros(n, dtype=torch.bool)
             expected[order[lo:hi]] = True
             assert torch.equal(sp.rank_band_mask(w, lo, hi), expected), (n, lo, hi)
+
+
+def _karcher_by_unit_vectors(xs: list[torch.Tensor], alphas: list[float], max_iter: int, tol: float) -> torch.Tensor:
+    """The iteration as mergekit writes it, on full-size unit vectors (float64 here: the reference)."""
+    norms = [torch.linalg.vector_norm(x) for x in xs]
+    valid = [i for i, n in enumerate(norms) if float(n) > tol]
+    total = sum(alphas[i] for i in valid)
+    a, us = [alphas[i] / total for i in valid], [xs[i] / norms[i] for i in valid]
+    mean = sum(ai * u for ai, u in zip(a, us, strict=True))
+    mean = mean / torch.linalg.vector_norm(mean)
+    for _ in range(max_iter):
+        tangent = torch.zeros_like(mean)
+        for ai, u in zip(a, us, strict=True):
+            dot = torch.clamp(torch.dot(mean, u), -1.0, 1.0)
+            theta = torch.arccos(dot)
+            if float(theta) >= tol:
+                tangent += ai * (theta / torch.sin(theta)) * (u - dot * mean)
+        tn = torch.linalg.vector_norm(tangent)
+        if float(tn) < tol:
+            break
+        mean = torch.cos(tn) * mean + torch.sin(tn) * (tangent / tn)
+        mean = mean / torch.linalg.vector_norm(mean)
+    return sum(ai * n for ai, n in zip(alphas, norms, strict=True)) * mean
+
+
+def test_karcher_on_coefficients_equals_the_unit_vector_iteration() -> None:
+    from tutti.merging.methods.spherical import karcher_mean
+
+    g = torch.Generator().manual_seed(4)
+    base = torch.randn(50_000, generator=g, dtype=torch.float64)
+    xs = [base + s * torch.randn(50_000, generator=g, dtype=torch.float64) for s in (0.3, 1.0, 2.5)]
+    xs.append(torch.zeros(50_000, dtype=torch.float64))  # a zero input: left out of the directions, as mergekit
+    alphas = [0.4, 0.3, 0.2, 0.1]
+    ours = karcher_mean(xs, alphas, max_iter=30, tol=1e-9)
+    torch.testing.assert_close(ours, _karcher_by_unit_vectors(xs, alphas, 30, 1e-9), rtol=1e-10, atol=1e-10)
+    same = karcher_mean([base, base.clone()], [0.5, 0.5])
+    torch.testing.assert_close(same, base, rtol=1e-12, atol=1e-12)  # identical inputs: the input

@@ -29,17 +29,16 @@ from tutti.merging.scratch import BLOCK, scratch
 _MAX = np.iinfo(np.int32).max
 
 
-def rank_thresholds(cols: int, density: float, epsilon: float) -> np.ndarray:
-    """The 24-bit thresholds of ranks ``0..cols-1`` (int64, non-decreasing): ``p(j) = density - eps + 2 eps j /
-    (cols - 1)`` (``density - eps`` for a row of one)."""
-    ramp = np.arange(cols, dtype=np.float64) / (cols - 1) if cols > 1 else np.zeros(1)
-    return thresholds((density - epsilon) + 2 * epsilon * ramp)
-
-
 def rank_probabilities(cols: int, density: float, epsilon: float) -> np.ndarray:
-    """The ramp's keep probabilities of ranks ``0..cols-1`` (float64), as :func:`rank_thresholds` rounds them."""
+    """The ramp's keep probabilities of ranks ``0..cols-1`` (float64): ``density - eps + 2 eps j / (cols - 1)``
+    (``density - eps`` for a row of one)."""
     ramp = np.arange(cols, dtype=np.float64) / (cols - 1) if cols > 1 else np.zeros(1)
     return (density - epsilon) + 2 * epsilon * ramp
+
+
+def rank_thresholds(cols: int, density: float, epsilon: float) -> np.ndarray:
+    """The 24-bit thresholds of ranks ``0..cols-1`` (int64, non-decreasing) of :func:`rank_probabilities`."""
+    return thresholds(rank_probabilities(cols, density, epsilon))
 
 
 def row_ranks(x: np.ndarray) -> np.ndarray:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -119,38 +122,65 @@ def multislerp(tensors: list[Tensor], base: Tensor | None = None, *, ctx: Tensor
 
 
 def karcher_mean(tensors: list[Tensor], alphas: list[float], *, max_iter: int = 10, tol: float = 1e-5) -> Tensor:
-    """Weighted Riemannian (Karcher) mean of the directions, scaled by the weighted mean norm."""
+    """Weighted Riemannian (Karcher) mean of the directions, scaled by the weighted mean norm.
+
+    mergekit's iteration (unit vectors, tangent ``sum_i a_i theta_i / sin(theta_i) (u_i - <m, u_i> m)``, an
+    exponential-map step, renormalisation) carried out on coefficients: the mean stays a combination
+    ``m = sum_j beta_j x_j`` of the inputs, so each step needs only their Gram matrix (k(k+1)/2 dot products in
+    float64, one pass) and the result is one weighted sum, instead of several full-size temporaries per input and
+    iteration.
+    """
     dt = _work_dtype(tensors[0])
-    norms = [torch.linalg.vector_norm(x.to(dt)) for x in tensors]
-    units = [torch.zeros_like(x) if float(n) == 0.0 else (x / n).to(x.dtype) for x, n in zip(tensors, norms, strict=False)]
-    valid = [i for i, n in enumerate(norms) if float(n) > tol]
+    gram = _gram([x.reshape(-1) for x in tensors])
+    norms = [math.sqrt(max(float(gram[i, i]), 0.0)) for i in range(len(tensors))]
+    valid = [i for i, n in enumerate(norms) if n > tol]
     if not valid:
         return sum((x * 0 for x in tensors[1:]), tensors[0] * 0)
     total = sum(alphas[i] for i in valid)
-    a = [alphas[i] / total for i in valid]
-    us = [units[i] for i in valid]
-    mean = torch.zeros_like(us[0])
-    for ai, u in zip(a, us, strict=False):
-        mean += ai * u
-    mn = torch.linalg.vector_norm(mean.to(dt))
-    mean = us[0].clone() if float(mn) < tol else (mean / mn).to(mean.dtype)
+    a = np.array([alphas[i] / total for i in valid])
+    g, n = gram[np.ix_(valid, valid)], np.array([norms[i] for i in valid])
+    beta = a / n
+    mn = _norm(beta, g)
+    beta = (np.eye(len(valid))[0] / n[0]) if mn < tol else beta / mn
     for _ in range(max_iter):
-        tangent = torch.zeros_like(mean)
-        for ai, u in zip(a, us, strict=False):
-            dot = torch.clamp(torch.dot(mean.flatten(), u.flatten()), -1.0, 1.0)
-            theta = torch.arccos(dot)
-            if float(theta) < tol:
-                continue
-            tangent += ai * (theta / torch.sin(theta)) * (u - dot * mean)
-        tn = torch.linalg.vector_norm(tangent.to(dt))
-        if float(tn) < tol:
+        dots = np.clip(g @ beta / n, -1.0, 1.0)  # <m, u_i>
+        theta = np.arccos(dots)
+        live = theta >= tol
+        c = np.where(live, a * theta / np.where(live, np.sin(theta), 1.0), 0.0)
+        tangent = c / n - float((c * dots).sum()) * beta
+        tn = _norm(tangent, g)
+        if tn < tol:
             break
-        mean = (torch.cos(tn) * mean + torch.sin(tn) * (tangent / tn)).to(mean.dtype)
-        un = torch.linalg.vector_norm(mean.to(dt))
-        if float(un) > tol:
-            mean = (mean / un).to(mean.dtype)
-    scale = sum(ai * n for ai, n in zip(alphas, norms, strict=False))
-    return scale * mean
+        beta = math.cos(tn) * beta + math.sin(tn) * tangent / tn
+        un = _norm(beta, g)
+        if un > tol:
+            beta = beta / un
+    scale = sum(ai * ni for ai, ni in zip(alphas, norms, strict=False))
+    out = weighted_sum([tensors[i].to(dt) for i in valid], [float(scale * b) for b in beta])
+    return out.to(tensors[0].dtype)
+
+
+def _norm(coeffs: np.ndarray, gram: np.ndarray) -> float:
+    """The norm of ``sum_j coeffs_j x_j`` from the inputs' Gram matrix."""
+    return math.sqrt(max(float(coeffs @ gram @ coeffs), 0.0))
+
+
+_CHUNK = 1 << 20
+
+
+def _gram(flat: list[Tensor]) -> np.ndarray:
+    """``<x_i, x_j>`` of the flat tensors, accumulated in float64 chunk by chunk (reused chunk buffers)."""
+    k, n = len(flat), flat[0].numel()
+    gram = np.zeros((k, k))
+    size = min(n, _CHUNK)
+    bufs = [torch.empty(size, dtype=torch.float64, device=flat[0].device) for _ in range(k)]
+    for s in range(0, n, _CHUNK):
+        e = min(n, s + _CHUNK)
+        blk = [b[: e - s].copy_(f[s:e]) for b, f in zip(bufs, flat, strict=True)]
+        for i in range(k):
+            for j in range(i, k):
+                gram[i, j] += float(torch.dot(blk[i], blk[j]))
+    return np.triu(gram) + np.triu(gram, 1).T
 
 
 @merge_method("karcher", pretty_name="Karcher Mean", paper="https://arxiv.org/abs/2603.04972")
