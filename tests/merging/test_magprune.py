@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from tutti.merging.draws import KeepDraws
-from tutti.merging.magprune import keep_block, keep_mask, rank_thresholds, reference_keep, rows_per_block
+from tutti.merging.magprune import keep_block, keep_mask, rank_thresholds, rows_per_block
+
+
+def reference_keep(x: np.ndarray, draws: KeepDraws, t_rank: np.ndarray) -> np.ndarray:
+    """The decisions by definition: every entry ranked by a stable argsort of its float32 magnitude (ties by
+    column), its rank's threshold taken."""
+    ranks = np.argsort(np.argsort(np.abs(x.astype(np.float32)), axis=1, kind="stable"), axis=1, kind="stable")
+    return draws.take(t_rank[ranks], x.shape)
 
 
 def _rows(shape: tuple[int, int], seed: int = 0) -> np.ndarray:

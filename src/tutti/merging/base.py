@@ -22,9 +22,9 @@ How the signature is read (``typing.get_type_hints``; ``from __future__ import a
 Seed contract: a randomised method (``randomized=True``) must draw its randomness only through ``ctx``:
 ``ctx.generator(i)``, ``ctx.raw32(n, i)``, ``ctx.keep_mask(p, i)``, ``ctx.keep_draws(i)`` or
 ``ctx.bernoulli(p, i)``, where ``i`` is the index of the input the draw belongs to. The stream is seeded from
-``(global seed, tensor name, input index)`` alone, never from execution order, so a merge repeats bit-for-bit whatever the thread count, schedule or
-row-blocking. Draws are made on the CPU and then moved,
-so the masks are also identical across devices.
+``(global seed, tensor name, input index)`` alone, never from execution order, so a merge repeats bit-for-bit
+whatever the thread count, schedule or row-blocking. Draws are made on the CPU and then moved, so the masks are
+also identical across devices.
 
 Example (a complete, registered method)::
 

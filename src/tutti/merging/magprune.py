@@ -13,7 +13,8 @@ when ``|x_e|`` is below the row's ``A_h``-th smallest, keep when above its ``(B_
 row's magnitude bits (32-bit keys, in cache: ~5 ns per entry here) and a gather of two cut values per entry
 decide nearly everything; the rest (entries whose rank falls where ``T``'s top byte equals ``h``, one in 256, and
 entries equal to a cut value) get their exact rank by a binary search of the sorted row, or, where magnitudes tie,
-from a stable sort of the row. Decisions equal :func:`reference_keep`'s, which ranks every entry.
+from a stable sort of the row. The decisions equal those of ranking every entry and taking each rank's threshold
+(``tests/merging/test_magprune.py``).
 
 Magnitudes are compared in float32 (the bits of ``|x|``, which order like the values): a float64 input's entries
 that round to the same float32 tie and are ranked by column.
@@ -56,11 +57,6 @@ def row_ranks(x: np.ndarray) -> np.ndarray:
     ranks = np.empty((r, c), dtype=np.int64)
     np.put_along_axis(ranks, keys, np.broadcast_to(np.arange(c, dtype=np.int64), (r, c)), axis=1)
     return ranks
-
-
-def reference_keep(x: np.ndarray, draws: KeepDraws, t_rank: np.ndarray) -> np.ndarray:
-    """The decisions by definition: every entry ranked, its rank's threshold taken (the test oracle)."""
-    return draws.take(t_rank[row_ranks(x)], x.shape)
 
 
 def rows_per_block(cols: int) -> int:
