@@ -152,7 +152,7 @@ def test_della_keeps_each_rank_with_its_probability(dtype, rescale):
 def test_blocked_dare_equals_the_whole_tensor_path(consensus, rescale):
     from tutti.merging.base import TensorContext
     from tutti.merging.methods.blocks import BLOCK
-    from tutti.merging.methods.drop_blocked import dare_combine
+    from tutti.merging.drop_blocked import dare_combine
 
     n = 2 * BLOCK + 12_345  # three blocks, the last one odd-sized (a half-used 64-bit draw at its end)
     g = torch.Generator().manual_seed(5)
@@ -163,8 +163,9 @@ def test_blocked_dare_equals_the_whole_tensor_path(consensus, rescale):
     deltas = [sp.bernoulli_drop(x - base, p, ctx, i, rescale=rescale)
               for i, (x, p) in enumerate(zip(xs, density, strict=True))]
     ref = combine_task_vectors(base, deltas, weights, consensus=consensus, normalize=True, lambda_=0.8)
-    out = dare_combine(xs, base, ctx, weights, density, rescale=rescale, consensus=consensus, normalize=True,
-                       lambda_=0.8)
+    out = torch.empty(n)
+    dare_combine([x.numpy() for x in xs], base.numpy(), out.numpy(), ctx.keep_draws, weights, density,
+                 rescale=rescale, consensus=consensus, normalize=True, lambda_=0.8)
     # same masks (any mask difference is an error the size of a task vector); the L1 norms are summed in
     # another order, so the rescale factor may move in its last bits
     tol = 0.0 if rescale != "l1" else 1e-6 * float(ref.abs().max())
@@ -177,7 +178,7 @@ def test_blocked_dare_equals_the_whole_tensor_path(consensus, rescale):
 @pytest.mark.parametrize("shape", [(1100, 576), (3000,)])
 def test_blocked_della_equals_the_whole_tensor_path(consensus, rescale, shape):
     from tutti.merging.base import TensorContext
-    from tutti.merging.methods.drop_blocked import della_combine
+    from tutti.merging.drop_blocked import della_combine
 
     g = torch.Generator().manual_seed(6)
     base = torch.randn(shape, generator=g)
@@ -188,8 +189,10 @@ def test_blocked_della_equals_the_whole_tensor_path(consensus, rescale, shape):
     deltas = [sp.della_magprune(x - base, p, eps, ctx, i, rescale=rescale)
               for i, (x, p, eps) in enumerate(zip(xs, density, epsilon, strict=True))]
     ref = combine_task_vectors(base, deltas, weights, consensus=consensus, normalize=True, lambda_=0.8)
-    out = della_combine(xs, base, ctx, weights, density, epsilon, rescale=rescale, consensus=consensus,
-                        normalize=True, lambda_=0.8)
+    out = torch.empty(shape)
+    della_combine([x.reshape(-1).numpy() for x in xs], base.reshape(-1).numpy(), out.view(-1).numpy(),
+                  ctx.keep_draws, weights, density, epsilon, cols=shape[-1], rescale=rescale, consensus=consensus,
+                  normalize=True, lambda_=0.8)
     tol = 0.0 if rescale != "l1" else 1e-6 * float(ref.abs().max())  # as for DARE: the L1 sums' order
     assert float((out - ref).abs().max()) <= tol
     assert not torch.equal(out, base)

@@ -57,6 +57,9 @@ def register(app: typer.Typer) -> None:
         dry_run: bool = typer.Option(False, "--dry-run", help="Check the config and print the plan (tensors, "
                                      "bytes read/written, estimated peak memory); write nothing."),
         threads: int = typer.Option(None, "--threads", "-j", help="Torch compute threads."),
+        engine: str = typer.Option("auto", "--engine", help="auto: float32 CPU merges of methods with a NumPy "
+                                   "kernel (dare_*, della*) run without torch (same bits, faster start); torch: "
+                                   "always torch; numpy: fail with the reason if it cannot."),
         max_memory: str = typer.Option("1G", "--max-memory", help="Budget for tensors in flight (read-ahead, "
                                        "compute, write queue)."),
         unsafe_truncate: bool = typer.Option(False, "--unsafe-truncate-embeddings", help="Cut embeddings of "
@@ -86,7 +89,7 @@ def register(app: typer.Typer) -> None:
         out = merge(config, out_dir, device="cuda" if cuda else device, out_shard_size=_size(out_shard_size),
                     copy_tokenizer=copy_tokenizer, random_seed=random_seed, allow_pickle=allow_pickle,
                     threads=threads, max_memory=max_memory, unsafe_truncate_embeddings=unsafe_truncate,
-                    write_model_card=write_model_card, progress=progress)
+                    write_model_card=write_model_card, progress=progress, engine=engine)
         print(out)
         request_fast_exit()  # the output is published: skip the interpreter's half-second torch teardown
 

@@ -49,25 +49,21 @@ Functions must not modify their inputs in place and must return a new tensor of 
 
 from __future__ import annotations
 
-import hashlib
-import inspect
-import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from tutti.errors import ConfigError
 from tutti.merging.buffers import OutputPool
-from tutti.merging.draws import KeepDraws, threshold, thresholds
+from tutti.merging.draws import KeepDraws, keep_draws, seed_for, threshold, thresholds
+from tutti.merging.spec import MergeMethod, ParamSpec, method_from_function, unknown_param_message
 from tutti.registry import Registry
 
-BaseMode = Literal["required", "optional", "none"]
-_SCALAR_TYPES: dict[Any, type] = {float: float, int: int, bool: bool, str: str}
-_REQUIRED = inspect.Parameter.empty
+__all__ = ["MERGE_METHODS", "MergeMethod", "ParamSpec", "TensorContext", "get_method", "merge_method",
+           "method_from_function", "unknown_param_message"]
 
 
 @dataclass(frozen=True)
@@ -102,8 +98,7 @@ class TensorContext:
     def seed_for(self, input_index: int, stream: str = "") -> int:
         """The 63-bit seed of input ``input_index`` for this tensor: a hash of (seed, name, input index), and of
         ``stream`` when given (an independent second stream of the same input)."""
-        key = f"{self.seed}\x00{self.name}\x00{input_index}" + (f"\x00{stream}" if stream else "")
-        return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") & (2**63 - 1)
+        return seed_for(self.seed, self.name, input_index, stream)
 
     def generator(self, input_index: int) -> torch.Generator:
         """A fresh CPU generator seeded by :meth:`seed_for` (draw on CPU, then move, for device independence)."""
@@ -119,7 +114,7 @@ class TensorContext:
     def keep_draws(self, input_index: int) -> KeepDraws:
         """The input's keep/drop decisions as a stream (:class:`tutti.merging.draws.KeepDraws`), for taking them
         block by block; :meth:`keep_mask` is one call to it."""
-        return KeepDraws(self.seed_for(input_index), self.seed_for(input_index, "fix"))
+        return keep_draws(self.seed, self.name, input_index)
 
     def keep_mask(self, p: Tensor | float, input_index: int, *, like: Tensor | None = None) -> Tensor:
         """A boolean mask, true with probability ``p``, from the input's stream.
@@ -141,202 +136,7 @@ class TensorContext:
         return self.keep_mask(p, input_index, like=like).to(ref.dtype)  # type: ignore[union-attr]
 
 
-@dataclass(frozen=True)
-class ParamSpec:
-    """One config parameter of a merge method, read from the function signature.
-
-    Args:
-        name: the config name (``lambda`` for a Python parameter ``lambda_``).
-        arg: the Python parameter name.
-        kind: ``float``, ``int``, ``bool`` or ``str``.
-        per_model: one value per input model (``list[...]`` annotation) instead of one global value.
-        default: the default value, or ``inspect.Parameter.empty`` when required.
-    """
-
-    name: str
-    arg: str
-    kind: type
-    per_model: bool
-    default: Any = _REQUIRED
-
-    @property
-    def required(self) -> bool:
-        """Whether the config must give a value."""
-        return self.default is _REQUIRED
-
-    def coerce(self, value: Any, where: str) -> Any:
-        """Check and convert one scalar value (YAML gives ints where floats are meant)."""
-        ok = {
-            float: isinstance(value, int | float) and not isinstance(value, bool),
-            int: isinstance(value, int) and not isinstance(value, bool),
-            bool: isinstance(value, bool),
-            str: isinstance(value, str),
-        }[self.kind]
-        if value is None and not self.required:
-            return self.default
-        if not ok:
-            raise ConfigError(
-                f"{where}: parameter {self.name!r} must be a {self.kind.__name__}, got {value!r}; fix the value"
-            )
-        return self.kind(value)
-
-
-@dataclass(frozen=True)
-class MergeMethod:
-    """A registered merge method: the pure function plus what its signature declares.
-
-    Args:
-        name: registry name (the YAML ``merge_method``).
-        fn: the pure tensor function.
-        params: config parameters by config name.
-        base: ``"required"``, ``"optional"`` or ``"none"``.
-        randomized: draws random numbers (through :class:`TensorContext`).
-        elementwise: output element ``j`` depends only on input elements ``j``, so the executor may split the
-            tensor into row blocks to bound memory.
-        min_inputs: fewest non-base inputs accepted.
-        max_inputs: most non-base inputs accepted (``None``: unbounded).
-        wants_ctx: the function takes ``ctx``.
-    """
-
-    name: str
-    fn: Callable[..., Tensor]
-    params: dict[str, ParamSpec]
-    base: BaseMode
-    randomized: bool = False
-    elementwise: bool = False
-    min_inputs: int = 1
-    max_inputs: int | None = None
-    wants_ctx: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def check_inputs(self, n_inputs: int, has_base: bool, where: str = "merge") -> None:
-        """Raise :class:`ConfigError` when the number of inputs or the base does not fit the method."""
-        if self.base == "required" and not has_base:
-            raise ConfigError(f"{where}: merge_method {self.name!r} needs a base model; add 'base_model: <model>'")
-        if n_inputs < self.min_inputs:
-            raise ConfigError(
-                f"{where}: merge_method {self.name!r} needs at least {self.min_inputs} model(s) besides the base, "
-                f"got {n_inputs}"
-            )
-        if self.max_inputs is not None and n_inputs > self.max_inputs:
-            raise ConfigError(
-                f"{where}: merge_method {self.name!r} takes at most {self.max_inputs} model(s) besides the base, "
-                f"got {n_inputs}"
-            )
-
-    def unknown_params(self, names: Sequence[str]) -> list[str]:
-        """The names in ``names`` that the method does not take."""
-        return [n for n in names if n not in self.params]
-
-    def resolve(self, values: Mapping[str, Any], n_inputs: int, where: str = "merge") -> dict[str, Any]:
-        """Turn config values into keyword arguments for :attr:`fn`.
-
-        Args:
-            values: config name -> scalar (global parameters) or scalar / list of ``n_inputs`` scalars
-                (per-model parameters). Missing names take their default.
-            n_inputs: number of non-base inputs.
-            where: context for error messages (e.g. the tensor name).
-        """
-        for bad in self.unknown_params(list(values)):
-            raise ConfigError(unknown_param_message(self, bad, where))
-        kwargs: dict[str, Any] = {}
-        for spec in self.params.values():
-            value = values.get(spec.name)
-            if spec.per_model:
-                seq = list(value) if isinstance(value, list | tuple) else [value] * n_inputs
-                if len(seq) != n_inputs:
-                    raise ConfigError(f"{where}: {spec.name!r} has {len(seq)} values for {n_inputs} models")
-                if spec.required and any(v is None for v in seq):
-                    raise ConfigError(
-                        f"{where}: merge_method {self.name!r} needs parameter {spec.name!r} for every model; "
-                        f"add it under the model's 'parameters:' (or globally)"
-                    )
-                kwargs[spec.arg] = [spec.coerce(v, where) for v in seq]
-            else:
-                if value is None and spec.required:
-                    raise ConfigError(
-                        f"{where}: merge_method {self.name!r} needs parameter {spec.name!r}; add it under 'parameters:'"
-                    )
-                kwargs[spec.arg] = spec.coerce(value, where) if value is not None else spec.default
-        return kwargs
-
-    def __call__(
-        self,
-        tensors: Sequence[Tensor],
-        base: Tensor | None = None,
-        *,
-        ctx: TensorContext | None = None,
-        **params: Any,
-    ) -> Tensor:
-        """Merge one tensor: ``params`` are config values (scalars, or lists for per-model parameters)."""
-        ctx = ctx or TensorContext(name="tensor")
-        kwargs = self.resolve(params, len(tensors), where=ctx.name)
-        if self.wants_ctx:
-            kwargs["ctx"] = ctx
-        if self.base != "none":
-            kwargs["base"] = base
-        elif base is not None:
-            raise ConfigError(f"merge_method {self.name!r} takes no base model; pass it as an ordinary input")
-        return self.fn(list(tensors), **kwargs)
-
-
-def unknown_param_message(method: MergeMethod, bad: str, where: str) -> str:
-    """One-line did-you-mean message for a parameter the method does not take."""
-    import difflib
-
-    close = difflib.get_close_matches(bad, list(method.params), n=2, cutoff=0.5)
-    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    known = ", ".join(sorted(method.params)) or "none"
-    return f"{where}: merge_method {method.name!r} takes no parameter {bad!r}.{hint} It takes: {known}."
-
-
 MERGE_METHODS: Registry[MergeMethod] = Registry("merge method")
-
-
-def _param_from(p: inspect.Parameter, hint: Any, fn_name: str) -> ParamSpec:
-    origin = typing.get_origin(hint)
-    per_model = origin in (list, Sequence)
-    kind = typing.get_args(hint)[0] if per_model else hint
-    if kind not in _SCALAR_TYPES:
-        raise TypeError(f"{fn_name}: parameter {p.name!r} has unsupported type {hint!r}")
-    if p.kind is not inspect.Parameter.KEYWORD_ONLY:
-        raise TypeError(f"{fn_name}: config parameter {p.name!r} must be keyword-only (after '*')")
-    return ParamSpec(name=p.name.rstrip("_"), arg=p.name, kind=_SCALAR_TYPES[kind], per_model=per_model,
-                     default=p.default)
-
-
-def method_from_function(
-    name: str,
-    fn: Callable[..., Tensor],
-    *,
-    randomized: bool = False,
-    elementwise: bool = False,
-    min_inputs: int = 1,
-    max_inputs: int | None = None,
-    **extra: Any,
-) -> MergeMethod:
-    """Build a :class:`MergeMethod` by reading ``fn``'s signature (see the module docstring)."""
-    sig = inspect.signature(fn)
-    hints = typing.get_type_hints(fn)
-    names = list(sig.parameters)
-    if not names or names[0] in ("base", "ctx"):
-        raise TypeError(f"{fn.__name__}: the first parameter must be 'tensors: list[Tensor]'")
-    base: BaseMode = "none"
-    params: dict[str, ParamSpec] = {}
-    wants_ctx = False
-    for pname in names[1:]:
-        p = sig.parameters[pname]
-        if pname == "base":
-            base = "required" if p.default is _REQUIRED else "optional"
-        elif pname == "ctx":
-            wants_ctx = True
-        else:
-            spec = _param_from(p, hints[pname], fn.__name__)
-            params[spec.name] = spec
-    if randomized and not wants_ctx:
-        raise TypeError(f"{fn.__name__}: a randomised method must take 'ctx: TensorContext' (seed contract)")
-    return MergeMethod(name=name, fn=fn, params=params, base=base, randomized=randomized, elementwise=elementwise,
-                       min_inputs=min_inputs, max_inputs=max_inputs, wants_ctx=wants_ctx, extra=dict(extra))
 
 
 def merge_method(

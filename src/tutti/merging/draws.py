@@ -14,11 +14,24 @@ never read. About 1 ns per decision here, against 3.5 for one 32-bit draw each.
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
 
 ONE = 1 << 24  # the threshold of p = 1
+
+
+def seed_for(seed: int, name: str, input_index: int, stream: str = "") -> int:
+    """The seed contract's 63-bit seed: a hash of (global seed, tensor name, input index) and of ``stream`` when
+    given (an independent second stream of the same input)."""
+    key = f"{seed}\x00{name}\x00{input_index}" + (f"\x00{stream}" if stream else "")
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") & (2**63 - 1)
+
+
+def keep_draws(seed: int, name: str, input_index: int) -> KeepDraws:
+    """The keep/drop decision stream of input ``input_index`` of tensor ``name``."""
+    return KeepDraws(seed_for(seed, name, input_index), seed_for(seed, name, input_index, "fix"))
 
 
 def threshold(p: float) -> int:
@@ -36,7 +49,8 @@ class KeepDraws:
 
     def __init__(self, main_seed: int, fix_seed: int) -> None:
         self.main = np.random.SFC64(main_seed)
-        self.fix = np.random.SFC64(fix_seed)
+        self._fix_seed = fix_seed
+        self._fix: np.random.SFC64 | None = None  # most thresholds never open an entry: seeded when first read
 
     def bytes(self, m: int) -> np.ndarray:
         """The next ``m`` top bytes of the main stream (a multiple of 8 unless it is the stream's last call)."""
@@ -44,7 +58,9 @@ class KeepDraws:
 
     def low16(self, k: int) -> np.ndarray:
         """The low 16 bits of the next ``k`` open entries' ``u``, from the second stream (int64)."""
-        return (self.fix.random_raw(k) & 0xFFFF).astype(np.int64)
+        if self._fix is None:
+            self._fix = np.random.SFC64(self._fix_seed)
+        return (self._fix.random_raw(k) & 0xFFFF).astype(np.int64)
 
     def take(self, t: int | np.ndarray, shape: tuple[int, ...] | int, out: np.ndarray | None = None) -> np.ndarray:
         """The next decisions, for ``shape`` entries in C order, as bool; ``t`` is one threshold or int64

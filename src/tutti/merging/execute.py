@@ -13,17 +13,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-import mmap
-import os
-import queue
-import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -31,75 +22,35 @@ from torch import Tensor
 from tutti.errors import CheckpointError
 from tutti.merging.base import TensorContext
 from tutti.merging.buffers import OutputPool
-from tutti.merging.plan import DTYPE_BYTES, MergePlan, ModelSource, TensorJob
+from tutti.merging.plan import MergePlan, ModelSource, TensorJob
+from tutti.merging.schedule import (
+    ExecOptions,
+    Unit,
+    WriterThread,
+    job_bytes,
+    map_safetensors,
+    plan_units,
+    stream_units,
+)
 from tutti.merging.stream_writer import StreamingWriter
 
+__all__ = ["DTYPES", "ExecOptions", "all_finite", "load_input", "read_safetensors_tensor", "run_plan"]
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "int64": torch.int64}
-
-
-@dataclass(frozen=True)
-class ExecOptions:
-    """How to run a plan.
-
-    Args:
-        device: compute device (``cpu``, ``cuda``, ``cuda:1``...).
-        seed: global seed of the seed contract.
-        max_memory: peak-memory budget in bytes for tensors in flight (read-ahead + compute + write queue).
-        read_threads: reader threads.
-        block_bytes: element-wise methods split tensors bigger than this (all inputs plus result) into row blocks.
-    """
-
-    device: str = "cpu"
-    seed: int = 0
-    max_memory: int = 1024**3
-    read_threads: int = 4
-    block_bytes: int = 16 * 1024**2
-
-
 _ST_TO_TORCH = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64,
                 "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
                 "BOOL": torch.bool}
-_HEADERS: dict[tuple[int, int, int, int], tuple[int, dict[str, Any]]] = {}
-_HEADERS_LOCK = threading.Lock()
-
-
-def _header(fd: int, file: Path) -> tuple[int, dict[str, Any]]:
-    st = os.fstat(fd)
-    key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)  # a file rewritten in place gets a new entry
-    with _HEADERS_LOCK:
-        if key not in _HEADERS:
-            n = int.from_bytes(os.pread(fd, 8, 0), "little")
-            _HEADERS[key] = (8 + n, json.loads(os.pread(fd, n, 8)))
-        return _HEADERS[key]
 
 
 def read_safetensors_tensor(file: Path, name: str, *, rows: tuple[int, int] | None = None) -> Tensor:
-    """One tensor (or its rows ``[start, stop)``) as a private, copy-on-write memory map of the file's pages.
-
-    Reading costs no copy: the page cache's pages are mapped (a fault per 64 kB, not a 4 kB ``memcpy`` and
-    zero-fill), and writes to the tensor go to private pages, never to the file. The map is released as soon as
-    the last tensor using it is freed, so the pages leave the RSS like a buffer of our own.
-    """
-    fd = os.open(file, os.O_RDONLY)
-    try:
-        start, header = _header(fd, file)
-        spec = header[name]
-        begin, end = spec["data_offsets"]
-        shape = list(spec["shape"])
-        if rows is not None:
-            row = (end - begin) // max(shape[0], 1)
-            begin, end, shape[0] = begin + rows[0] * row, begin + rows[1] * row, rows[1] - rows[0]
-        dtype = _ST_TO_TORCH[spec["dtype"]]
-        if end == begin:
-            return torch.empty(shape, dtype=dtype)
-        lo = (start + begin) // mmap.ALLOCATIONGRANULARITY * mmap.ALLOCATIONGRANULARITY
-        if os.fstat(fd).st_size < start + end:
-            raise CheckpointError(f"{file}: truncated (tensor {name!r} ends past the end of the file)")
-        mm = mmap.mmap(fd, start + end - lo, access=mmap.ACCESS_COPY, offset=lo)
-    finally:
-        os.close(fd)
-    buf = torch.frombuffer(mm, dtype=torch.uint8, offset=start + begin - lo, count=end - begin)
-    return buf.view(dtype).reshape(shape)
+    """One tensor (or its rows ``[start, stop)``) as a private, copy-on-write memory map of the file's pages
+    (:func:`tutti.merging.schedule.map_safetensors`)."""
+    m = map_safetensors(file, name, rows=rows)
+    dtype = _ST_TO_TORCH[m.dtype]
+    if m.buffer is None:
+        return torch.empty(m.shape, dtype=dtype)
+    buf = torch.frombuffer(m.buffer, dtype=torch.uint8, offset=m.offset, count=m.count)
+    return buf.view(dtype).reshape(m.shape)
 
 
 def all_finite(t: Tensor) -> bool:
@@ -132,39 +83,6 @@ def load_input(src: ModelSource, name: str, dtype: torch.dtype | None, truncate:
     return t
 
 
-def _job_bytes(plan: MergePlan, job: TensorJob, dtype: torch.dtype | None) -> int:
-    total = 0
-    for mi, name in (*job.inputs, *([job.base] if job.base else [])):
-        info = plan.models[mi].ckpt.info(name)
-        per = DTYPE_BYTES.get(str(dtype).removeprefix("torch."), 4) if dtype else info.nbytes // max(
-            torch.Size(info.shape).numel(), 1)
-        total += torch.Size(info.shape).numel() * per
-    if plan.vocab is not None and job.name in plan.vocab.aligned:  # the realigned copies live beside the originals
-        total *= 2
-    return total
-
-
-def _row_step(plan: MergePlan, job: TensorJob, dtype: torch.dtype | None, block_bytes: int) -> int | None:
-    """Rows per unit when ``job`` can be read and merged in row blocks (``None``: as one whole tensor)."""
-    if not (plan.method.elementwise or job.params.get("__copy__", False)):
-        return None
-    if plan.vocab is not None or job.truncate is not None or len(job.shape) < 2:
-        return None
-    refs = [*job.inputs, *([job.base] if job.base else [])]
-    row_bytes = 0
-    for mi, name in refs:
-        src = plan.models[mi]
-        info = src.ckpt.info(name)
-        if name in src.lora_pairs or not str(info.file).endswith(".safetensors") or tuple(info.shape) != job.shape:
-            return None
-        per = info.nbytes // max(torch.Size(info.shape).numel(), 1)
-        if dtype is not None and info.dtype.startswith(("float", "bfloat")):
-            per = max(per, DTYPE_BYTES.get(str(dtype).removeprefix("torch."), 4))
-        row_bytes = max(row_bytes, per * torch.Size(job.shape[1:]).numel())
-    step = max(1, block_bytes // max(row_bytes * (len(refs) + 2), 1))
-    return step if step < job.shape[0] else None
-
-
 def _blocks(job: TensorJob, ins: list[Tensor], base: Tensor | None, block_bytes: int) -> Iterator[slice]:
     rows = job.shape[0] if job.shape else 1
     row_bytes = max(ins[0].element_size() * ins[0].numel() // max(rows, 1), 1) * (len(ins) + 2)
@@ -176,60 +94,12 @@ def _blocks(job: TensorJob, ins: list[Tensor], base: Tensor | None, block_bytes:
         yield slice(start, min(start + step, rows))
 
 
-class _Writer:
-    """A writer thread fed through a byte-bounded queue."""
-
-    def __init__(self, writer: StreamingWriter, max_bytes: int, pool: OutputPool | None = None) -> None:
-        self.writer = writer
-        self.pool = pool
-        self.q: queue.Queue[tuple[str, Tensor] | None] = queue.Queue()
-        self.cv = threading.Condition()
-        self.pending = 0
-        self.max_bytes = max_bytes
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while (item := self.q.get()) is not None:
-            name, t = item
-            try:
-                if self.error is None:
-                    self.writer.write(name, t)
-                    if self.pool is not None:
-                        self.pool.release(t)
-            except BaseException as e:  # reported on the next put / close
-                self.error = e
-            with self.cv:
-                self.pending -= t.numel() * t.element_size()
-                self.cv.notify_all()
-
-    def put(self, name: str, t: Tensor) -> None:
-        if self.error is not None:
-            raise self.error
-        n = t.numel() * t.element_size()
-        with self.cv:
-            self.cv.wait_for(lambda: self.pending == 0 or self.pending + n <= self.max_bytes)
-            self.pending += n
-        self.q.put((name, t))
-
-    def close(self) -> None:
-        self.q.put(None)
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
+def _name(dtype: torch.dtype | None) -> str | None:
+    return str(dtype).removeprefix("torch.") if dtype is not None else None
 
 
-def _units(plan: MergePlan, dtype: torch.dtype | None, options: ExecOptions) -> list[tuple[int, tuple[int, int] | None]]:
-    """``(job index, rows or None)`` in output order: row blocks for element-wise jobs, else whole tensors."""
-    units: list[tuple[int, tuple[int, int] | None]] = []
-    for i, job in enumerate(plan.jobs):
-        step = _row_step(plan, job, dtype, options.block_bytes)
-        if step is None:
-            units.append((i, None))
-        else:
-            units += [(i, (s, min(s + step, job.shape[0]))) for s in range(0, job.shape[0], step)]
-    return units
+def _units(plan: MergePlan, dtype: torch.dtype | None, options: ExecOptions) -> list[Unit]:
+    return plan_units(plan, _name(dtype), options)
 
 
 def run_plan(plan: MergePlan, writer: StreamingWriter, options: ExecOptions,
@@ -239,17 +109,15 @@ def run_plan(plan: MergePlan, writer: StreamingWriter, options: ExecOptions,
     device = torch.device(options.device)
     budget = max(options.max_memory, 1)
     pool = OutputPool(max_bytes=budget // 4) if device.type == "cpu" else None
-    out = _Writer(writer, max_bytes=budget // 4, pool=pool)
-    reader = ThreadPoolExecutor(max_workers=max(1, options.read_threads), thread_name_prefix="tutti-read")
+    out: WriterThread[Tensor] = WriterThread(writer.write, max_bytes=budget // 4,
+                                             release=pool.release if pool is not None else None)
     jobs = plan.jobs
     units = _units(plan, dtype, options)
-    futures: dict[int, Future[list[Tensor]]] = {}
-    job_sizes = [_job_bytes(plan, j, dtype) for j in jobs]
+    job_sizes = [job_bytes(plan, j, _name(dtype)) for j in jobs]
     sizes = [job_sizes[j] if r is None else job_sizes[j] * (r[1] - r[0]) // jobs[j].shape[0] for j, r in units]
-    in_flight = 0
-    nxt = 0
 
-    def load(job: TensorJob, rows: tuple[int, int] | None) -> list[Tensor]:
+    def load(unit: Unit) -> list[Tensor]:
+        job, rows = jobs[unit[0]], unit[1]
         refs = [*job.inputs, *([job.base] if job.base else [])]
         tensors = [load_input(plan.models[mi], n, dtype, job.truncate, rows=rows) for mi, n in refs]
         if plan.vocab is not None:  # tokenizer merging: realign vocab-indexed inputs to the output vocabulary
@@ -258,32 +126,17 @@ def run_plan(plan: MergePlan, writer: StreamingWriter, options: ExecOptions,
             tensors = align_inputs(plan.vocab, job.name, tensors)
         return tensors
 
-    try:
-        for i, (ji, rows) in enumerate(units):
-            # keep reading ahead while the bytes in flight fit half the budget (the other half is compute/write)
-            while nxt < len(units) and (nxt <= i or in_flight + sizes[nxt] <= budget // 2):
-                futures[nxt] = reader.submit(load, jobs[units[nxt][0]], units[nxt][1])
-                in_flight += sizes[nxt]
-                nxt += 1
-            tensors = futures.pop(i).result()
-            in_flight -= sizes[i]
-            _compute_and_write(plan, jobs[ji], tensors, device, options, out, rows, pool)
-            del tensors  # a mapped input is unmapped once its result (which may alias it) is written
-            if on_tensor is not None and (rows is None or rows[1] == jobs[ji].shape[0]):
-                on_tensor(jobs[ji])
-        out.close()
-    except BaseException:
-        for f in futures.values():
-            f.cancel()
-        with contextlib.suppress(BaseException):
-            out.close()
-        raise
-    finally:
-        reader.shutdown(wait=True, cancel_futures=True)
+    def compute(unit: Unit, tensors: list[Tensor]) -> None:
+        job, rows = jobs[unit[0]], unit[1]
+        _compute_and_write(plan, job, tensors, device, options, out, rows, pool)
+        if on_tensor is not None and (rows is None or rows[1] == job.shape[0]):
+            on_tensor(job)
+
+    stream_units(units, sizes, load, compute, out, budget=budget, read_threads=options.read_threads)
 
 
 def _compute_and_write(plan: MergePlan, job: TensorJob, tensors: list[Tensor], device: torch.device,
-                       options: ExecOptions, out: _Writer, rows: tuple[int, int] | None = None,
+                       options: ExecOptions, out: WriterThread[Tensor], rows: tuple[int, int] | None = None,
                        pool: OutputPool | None = None) -> None:
     out_dtype = DTYPES.get(job.dtype, torch.float32)
     ins = tensors[: len(job.inputs)]

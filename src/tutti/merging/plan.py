@@ -18,7 +18,7 @@ from typing import Any
 
 from tutti.config.merge import MergeConfig, ModelRef, OutputSlice, evaluate_setting
 from tutti.errors import CheckpointError, ConfigError
-from tutti.merging.base import MergeMethod, get_method, unknown_param_message
+from tutti.merging.spec import MergeMethod, unknown_param_message
 
 _LAYER = re.compile(r"^(?P<pre>.+?\.)(?P<idx>\d+)\.(?P<rest>.+)$")
 _PRE_HINTS = ("embed", "wte", "wpe", "word_embeddings", "position_embeddings")
@@ -138,7 +138,6 @@ def _split(src: ModelSource, name: str) -> tuple[int, str] | None:
 def open_models(config: MergeConfig, *, allow_pickle: bool = False) -> dict[str, ModelSource]:
     """Resolve and open every referenced model (headers only) and its LoRA adapter."""
     from tutti.models.checkpoint import Checkpoint
-    from tutti.models.lora import load_lora
     from tutti.models.zoo import resolve_model
 
     out: dict[str, ModelSource] = {}
@@ -149,6 +148,8 @@ def open_models(config: MergeConfig, *, allow_pickle: bool = False) -> dict[str,
             ckpt.config = {**ckpt.config, "architectures": [ref.override_architecture]}
         src = ModelSource(ref=ref, folder=folder, ckpt=ckpt)
         if ref.lora:
+            from tutti.models.lora import load_lora  # torch: only a LoRA reference needs it
+
             src.lora = load_lora(resolve_model(ref.lora))
             src.lora_pairs = {f"{m}.weight": p for m, p in src.lora.pairs().items()}
             missing = [n for n in src.lora_pairs if n not in ckpt]
@@ -195,10 +196,10 @@ def _check_param_names(config: MergeConfig, slices: list[OutputSlice], method: M
 
 
 class _Planner:
-    def __init__(self, config: MergeConfig, models: dict[str, ModelSource], *, unsafe_truncate: bool,
-                 vocab: Any = None) -> None:
+    def __init__(self, config: MergeConfig, models: dict[str, ModelSource], method: MergeMethod, *,
+                 unsafe_truncate: bool, vocab: Any = None) -> None:
         self.config, self.models, self.unsafe_truncate, self.vocab = config, models, unsafe_truncate, vocab
-        self.method = get_method(config.merge_method)
+        self.method = method
         self.index = {k: i for i, k in enumerate(models)}
         self.jobs: list[TensorJob] = []
         self.out_layer = 0
@@ -359,16 +360,23 @@ def _out_config(config: MergeConfig, donor: ModelSource, num_layers: int) -> dic
 
 
 def make_plan(config: MergeConfig, *, allow_pickle: bool = False, unsafe_truncate_embeddings: bool = False,
-              models: dict[str, ModelSource] | None = None) -> MergePlan:
-    """Open the inputs (headers only) and build the checked :class:`MergePlan`."""
-    get_method(config.merge_method)  # unknown method: fail before touching any file
+              models: dict[str, ModelSource] | None = None, method: MergeMethod | None = None) -> MergePlan:
+    """Open the inputs (headers only) and build the checked :class:`MergePlan`.
+
+    ``method`` is the registered torch method of ``config.merge_method`` unless given (the NumPy engine passes
+    its own, with the same signature).
+    """
+    if method is None:
+        from tutti.merging.base import get_method
+
+        method = get_method(config.merge_method)  # unknown method: fail before touching any file
     models = models if models is not None else open_models(config, allow_pickle=allow_pickle)
     vocab = None
     if config.tokenizer_source is not None or config.tokenizer is not None:
         from tutti.merging.vocab import build_vocab_plan
 
         vocab = build_vocab_plan(config, models)
-    planner = _Planner(config, models, unsafe_truncate=unsafe_truncate_embeddings, vocab=vocab)
+    planner = _Planner(config, models, method, unsafe_truncate=unsafe_truncate_embeddings, vocab=vocab)
     jobs = planner.run()
     dup = [n for n, c in Counter(j.name for j in jobs).items() if c > 1]
     if dup:

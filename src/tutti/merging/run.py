@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tutti.config.merge import MergeConfig, load_merge_config
+from tutti.errors import ConfigError
 from tutti.merging.plan import MergePlan, make_plan
 
 DEFAULT_MAX_MEMORY = "1G"
@@ -86,6 +88,7 @@ def merge(
     unsafe_truncate_embeddings: bool = False,
     write_model_card: bool = True,
     progress: bool = False,
+    engine: str = "auto",
 ) -> Path:
     """Merge models as ``config`` says and write an HF checkpoint folder to ``out_dir`` atomically.
 
@@ -103,26 +106,38 @@ def merge(
             old silent behaviour) instead of failing.
         write_model_card: write ``README.md`` and ``mergekit_config.yml``.
         progress: show a progress bar (tensors and bytes).
+        engine: ``auto`` runs float32 CPU merges of methods with a NumPy kernel on the NumPy engine
+            (:mod:`tutti.merging.np_engine`: the same bits, without importing torch) and everything else on torch;
+            ``torch`` always uses torch; ``numpy`` fails with the reason when the merge cannot run there.
 
     Returns:
         The output folder.
     """
-    import torch
-
-    from tutti.merging.execute import ExecOptions, run_plan
+    from tutti.merging.np_engine import ENGINES, numpy_plan, run_numpy_plan
+    from tutti.merging.schedule import OUT_DTYPES, ExecOptions
     from tutti.merging.stream_writer import StreamingWriter
-    from tutti.models.device import check_device
     from tutti.models.writer import SIDE_FILES, TOKENIZER_FILES, model_card, parse_size
 
     cfg = load_merge_config(config)
-    check_device(device)
-    if threads:
-        torch.set_num_threads(threads)
+    if engine not in ENGINES:
+        raise ConfigError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
     budget = parse_size(max_memory)
-    plan = make_plan(cfg, allow_pickle=allow_pickle, unsafe_truncate_embeddings=unsafe_truncate_embeddings)
-    from tutti.merging.execute import DTYPES
+    plan, why = numpy_plan(cfg, device=device, allow_pickle=allow_pickle,
+                           unsafe_truncate_embeddings=unsafe_truncate_embeddings) if engine != "torch" else (None, "")
+    if plan is None and engine == "numpy":
+        raise ConfigError(f"this merge cannot run on the NumPy engine: {why}; use --engine torch (or auto)")
+    execute: Callable[..., None] = run_numpy_plan
+    if plan is None:  # the torch engine
+        import torch
 
-    layout = [(j.name, DTYPES.get(j.dtype, torch.float32), j.shape) for j in plan.jobs]
+        from tutti.merging.execute import run_plan as execute
+        from tutti.models.device import check_device
+
+        check_device(device)
+        if threads:
+            torch.set_num_threads(threads)
+        plan = make_plan(cfg, allow_pickle=allow_pickle, unsafe_truncate_embeddings=unsafe_truncate_embeddings)
+    layout = [(j.name, j.dtype if j.dtype in OUT_DTYPES else "float32", j.shape) for j in plan.jobs]
     writer = StreamingWriter(out_dir, layout, max_shard_bytes=parse_size(out_shard_size),
                              metadata={"merged_with": "tutti"})
     bar = _progress(plan.bytes_written(), len(plan.jobs), progress)
@@ -140,7 +155,7 @@ def merge(
             bar.start()
         opts = ExecOptions(device=device, seed=random_seed or 0, max_memory=budget,
                            read_threads=min(8, max(2, (os.cpu_count() or 2))))
-        run_plan(plan, writer, opts, on_tensor=tick)
+        execute(plan, writer, opts, on_tensor=tick)
         _side_files(plan, writer, copy_tokenizer, SIDE_FILES, TOKENIZER_FILES)
         if write_model_card:
             yaml_text = cfg.to_yaml()

@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import functools
 import json
+import math
 import os
 import shutil
 import sys
@@ -22,14 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import torch
+import numpy as np
 
 from tutti.errors import CheckpointError
 from tutti.models.writer import publish_folder
 
-ST_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.float64: "F64",
-             torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
-             torch.bool: "BOOL"}
+# dtype name -> (safetensors code, bytes per entry); a layout's dtypes are these names or torch dtypes
+ST_DTYPES = {"float32": ("F32", 4), "bfloat16": ("BF16", 2), "float16": ("F16", 2), "float64": ("F64", 8),
+             "int64": ("I64", 8), "int32": ("I32", 4), "int16": ("I16", 2), "int8": ("I8", 1), "uint8": ("U8", 1),
+             "bool": ("BOOL", 1)}
 
 
 WRITEBACK_BYTES = 64 * 1024**2  # written bytes after which the kernel is asked to start writing them back
@@ -74,7 +76,7 @@ class StreamingWriter:
         metadata: safetensors ``__metadata__`` (``format: pt`` is added).
     """
 
-    def __init__(self, out_dir: str | Path, layout: list[tuple[str, torch.dtype, tuple[int, ...]]], *,
+    def __init__(self, out_dir: str | Path, layout: list[tuple[str, Any, tuple[int, ...]]], *,
                  max_shard_bytes: int, metadata: dict[str, str] | None = None) -> None:
         self.out_dir = Path(out_dir).absolute()
         if self.out_dir.exists() and not self.out_dir.is_dir():
@@ -85,11 +87,12 @@ class StreamingWriter:
         shards: list[dict[str, Any]] = [{}]
         size = 0
         for name, dtype, shape in layout:
-            nbytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+            code, size_of_entry = ST_DTYPES[str(dtype).removeprefix("torch.")]
+            nbytes = math.prod(shape) * size_of_entry
             if shards[-1] and size + nbytes > max_shard_bytes:
                 shards.append({})
                 size = 0
-            shards[-1][name] = {"dtype": ST_DTYPES[dtype], "shape": list(shape), "data_offsets": [size, size + nbytes]}
+            shards[-1][name] = {"dtype": code, "shape": list(shape), "data_offsets": [size, size + nbytes]}
             self.slots[name] = _Slot(len(shards) - 1, size, nbytes)
             size += nbytes
         self.total_bytes = sum(s.nbytes for s in self.slots.values())
@@ -115,17 +118,23 @@ class StreamingWriter:
         self._unsynced = [0] * n
         self._done = False
 
-    def write(self, name: str, chunk: torch.Tensor) -> None:
-        """Append ``chunk`` (the whole tensor, or its next row block) to ``name``'s bytes."""
+    def write(self, name: str, chunk: Any) -> None:
+        """Append ``chunk`` (the whole tensor, or its next row block; a torch tensor or a NumPy array) to
+        ``name``'s bytes."""
         slot = self.slots[name]
-        data = chunk.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
-        if slot.written + data.numel() > slot.nbytes:
+        if isinstance(chunk, np.ndarray):
+            data = np.ascontiguousarray(chunk).reshape(-1).view(np.uint8)
+        else:  # a torch tensor (bfloat16 has no NumPy dtype: viewed as bytes first)
+            import torch
+
+            data = chunk.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
+        if slot.written + data.size > slot.nbytes:
             raise CheckpointError(f"tensor {name!r}: more bytes produced than its declared shape holds")
-        fd, view, done = self._files[slot.shard].fileno(), memoryview(data.numpy()), 0
+        fd, view, done = self._files[slot.shard].fileno(), memoryview(data), 0
         offset = self._data_start[slot.shard] + slot.start + slot.written
         while done < len(view):  # straight from the tensor's memory: no intermediate bytes, no seek
             done += os.pwrite(fd, view[done:], offset + done)
-        slot.written += data.numel()
+        slot.written += data.size
         self._unsynced[slot.shard] += done
         if self._unsynced[slot.shard] >= WRITEBACK_BYTES:  # start the disk writes now, so finish's fsync is short
             self._unsynced[slot.shard] = 0

@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import safe_open
 
 from tutti.errors import CheckpointError
 from tutti.models.safetensors_header import TensorInfo, read_header
+
+if TYPE_CHECKING:  # torch is imported only to read pickle weights: headers and safetensors maps do without it
+    import torch
 
 SAFE_INDEX = "model.safetensors.index.json"
 SAFE_SINGLE = "model.safetensors"
@@ -125,6 +127,8 @@ class Checkpoint:
                 )
 
     def _load_pickle(self, f: Path) -> None:
+        import torch
+
         try:
             sd = torch.load(f, map_location="cpu", weights_only=True, mmap=True)
         except Exception as e:

@@ -15,12 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-
-import torch
-from safetensors.torch import save_file
+from typing import TYPE_CHECKING, Any
 
 from tutti.errors import CheckpointError
+
+if TYPE_CHECKING:  # torch only for tensors handed in: the size and model-card helpers run without it
+    import torch
 
 DEFAULT_SHARD_BYTES = 5 * 1024**3
 # Files copied from a source model folder into an output folder when asked to.
@@ -117,6 +117,8 @@ class ShardedWriter:
         if not self._pending:
             return
         fname = f"shard-{len(self._shards) + 1:05d}.safetensors"
+        from safetensors.torch import save_file
+
         save_file(self._pending, str(self.tmp / fname), metadata=self.metadata)
         self._shards.append((fname, list(self._pending)))
         self._pending, self._pending_bytes = {}, 0

@@ -19,15 +19,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from tutti.errors import ConfigError
 from tutti.merging import sparsify as sp
 from tutti.merging.base import TensorContext, merge_method
+from tutti.merging.drop_blocked import dare_combine, della_combine
 from tutti.merging.methods.band_blocked import band_combine
 from tutti.merging.methods.blocks import BLOCK, Combiner, blockable
-from tutti.merging.methods.drop_blocked import dare_combine, della_combine
 
 Sparsifier = Callable[[Tensor, int], Tensor]
 
@@ -151,6 +152,10 @@ def _deltas(tensors: list[Tensor], base: Tensor, prune: Sparsifier | None) -> li
     return out
 
 
+def _flat(tensors: list[Tensor]) -> list[np.ndarray]:
+    return [x.reshape(-1).numpy() for x in tensors]
+
+
 def _rescale_mode(rescale: bool, mode: str, ctx: TensorContext) -> str | None:
     if mode not in sp.RESCALE_MODES:
         raise ConfigError(f"{ctx.name}: rescale_mode {mode!r} is not one of {', '.join(sp.RESCALE_MODES)}")
@@ -194,8 +199,10 @@ def _dare(tensors: list[Tensor], base: Tensor, ctx: TensorContext, weight: list[
           *, consensus: bool, normalize: bool, rescale: bool, rescale_mode: str, lambda_: float) -> Tensor:
     mode = _rescale_mode(rescale, rescale_mode, ctx)
     if blockable(tensors, base, weight, consensus=consensus):
-        return dare_combine(tensors, base, ctx, weight, density, rescale=mode, consensus=consensus,
-                            normalize=normalize, lambda_=lambda_)
+        out = ctx.empty_like(base)
+        dare_combine(_flat(tensors), base.reshape(-1).numpy(), out.reshape(-1).numpy(), ctx.keep_draws, weight,
+                     density, rescale=mode, consensus=consensus, normalize=normalize, lambda_=lambda_)
+        return out
     deltas = _deltas(tensors, base, lambda d, i: sp.bernoulli_drop(d, density[i], ctx, i, rescale=mode))
     return combine_task_vectors(base, deltas, weight, own=True, consensus=consensus, normalize=normalize,
                                 lambda_=lambda_)
@@ -264,8 +271,11 @@ def _della(tensors: list[Tensor], base: Tensor, ctx: TensorContext, weight: list
     for p, eps in zip(density, epsilon, strict=True):
         sp.check_della(p, eps, ctx.name)
     if mode != "inverse_p" and base.dim() <= 2 and blockable(tensors, base, weight, consensus=consensus):
-        return della_combine(tensors, base, ctx, weight, density, epsilon, rescale=mode, consensus=consensus,
-                             normalize=normalize, lambda_=lambda_)
+        out = ctx.empty_like(base)
+        della_combine(_flat(tensors), base.reshape(-1).numpy(), out.reshape(-1).numpy(), ctx.keep_draws, weight,
+                      density, epsilon, cols=base.shape[-1] if base.dim() > 0 else 1, rescale=mode,
+                      consensus=consensus, normalize=normalize, lambda_=lambda_)
+        return out
     deltas = _deltas(tensors, base,
                      lambda d, i: sp.della_magprune(d, density[i], epsilon[i], ctx, i, rescale=mode))
     return combine_task_vectors(base, deltas, weight, own=True, consensus=consensus, normalize=normalize,

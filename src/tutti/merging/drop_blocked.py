@@ -21,68 +21,68 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from torch import Tensor
 
 from tutti.merging import magprune
-from tutti.merging.base import TensorContext
+from tutti.merging.combiner import Combiner
 from tutti.merging.draws import KeepDraws, threshold
-from tutti.merging.methods.blocks import BLOCK, Combiner, scratch
+from tutti.merging.scratch import BLOCK, scratch
 
 EPS = 1e-7  # as rescale_l1: no rescale when either norm is below it
 
 # (input index, its draws, its task-vector block, the block's keep decisions to fill)
 Keep = Callable[[int, KeepDraws, np.ndarray, np.ndarray], object]
+Draws = Callable[[int], KeepDraws]  # input index -> its decision stream (``TensorContext.keep_draws``)
 
 
-def dare_combine(tensors: list[Tensor], base: Tensor, ctx: TensorContext, weights: list[float],
+def dare_combine(xs: list[np.ndarray], base: np.ndarray, out: np.ndarray, draws: Draws, weights: list[float],
                  density: list[float], *, rescale: str | None, consensus: bool, normalize: bool,
-                 lambda_: float) -> Tensor:
-    """DARE on float32 CPU ``tensors`` around ``base``, combined as TIES (``consensus``) or linearly.
+                 lambda_: float) -> np.ndarray:
+    """DARE on the flat float32 arrays ``xs`` around ``base``, combined as TIES (``consensus``) or linearly into
+    ``out``.
 
     Same contract as ``bernoulli_drop`` + ``combine_task_vectors``'s fast path (float32, and with consensus
-    non-negative weights with a positive one); the arithmetic is NumPy's on views of the tensors.
+    non-negative weights with a positive one).
     """
     thr = {i: threshold(p) for i, p in enumerate(density) if p < 1}
     inverse = {i: density[i] for i in thr if density[i] > 0} if rescale == "inverse_p" else {}
-    return _combine(tensors, base, ctx, weights, lambda i, draws, d, out: draws.take(thr[i], out.size, out=out),
+    return _combine(xs, base, out, draws, weights, lambda i, dr, d, kept: dr.take(thr[i], kept.size, out=kept),
                     list(thr), rescale=rescale, step=BLOCK, needs_delta=False, inverse=inverse, consensus=consensus,
                     normalize=normalize, lambda_=lambda_)
 
 
-def della_combine(tensors: list[Tensor], base: Tensor, ctx: TensorContext, weights: list[float],
-                  density: list[float], epsilon: list[float], *, rescale: str | None, consensus: bool,
-                  normalize: bool, lambda_: float) -> Tensor:
-    """DELLA (MagPrune, rows of the tensor's last dimension) on float32 CPU ``tensors``; ``rescale`` is ``"l1"``
-    or ``None`` (``"inverse_p"`` divides by each entry's own probability: the whole-tensor path does it)."""
-    cols = base.shape[-1] if base.dim() > 0 else 1
-    ramps = {i: magprune.rank_thresholds(cols, density[i], epsilon[i]) for i in range(len(tensors))
+def della_combine(xs: list[np.ndarray], base: np.ndarray, out: np.ndarray, draws: Draws, weights: list[float],
+                  density: list[float], epsilon: list[float], *, cols: int, rescale: str | None, consensus: bool,
+                  normalize: bool, lambda_: float) -> np.ndarray:
+    """DELLA (MagPrune on rows of ``cols`` entries: the tensor's last dimension) on flat float32 arrays;
+    ``rescale`` is ``"l1"`` or ``None`` (``"inverse_p"`` divides by each entry's own probability: the whole-tensor
+    path does it)."""
+    ramps = {i: magprune.rank_thresholds(cols, density[i], epsilon[i]) for i in range(len(xs))
              if 0 < density[i] < 1}
 
-    def keep(i: int, draws: KeepDraws, d: np.ndarray, out: np.ndarray) -> None:
+    def keep(i: int, dr: KeepDraws, d: np.ndarray, kept: np.ndarray) -> None:
         if i not in ramps:  # density <= 0 keeps nothing
-            out[:] = False
+            kept[:] = False
             return
-        magprune.keep_block(d.reshape(-1, cols), draws, ramps[i], out.reshape(-1, cols))
+        magprune.keep_block(d.reshape(-1, cols), dr, ramps[i], kept.reshape(-1, cols))
 
-    drops = [i for i in range(len(tensors)) if density[i] < 1]
-    return _combine(tensors, base, ctx, weights, keep, drops, rescale=rescale,
+    drops = [i for i in range(len(xs)) if density[i] < 1]
+    return _combine(xs, base, out, draws, weights, keep, drops, rescale=rescale,
                     step=magprune.rows_per_block(cols) * cols, needs_delta=True, inverse={}, consensus=consensus,
                     normalize=normalize, lambda_=lambda_)
 
 
-def _combine(tensors: list[Tensor], base: Tensor, ctx: TensorContext, weights: list[float], keep: Keep,
+def _combine(fx: list[np.ndarray], fb: np.ndarray, fo: np.ndarray, take: Draws, weights: list[float], keep: Keep,
              drops: list[int], *, rescale: str | None, step: int, needs_delta: bool, inverse: dict[int, float],
-             consensus: bool, normalize: bool, lambda_: float) -> Tensor:
+             consensus: bool, normalize: bool, lambda_: float) -> np.ndarray:
     """The two passes, for the inputs ``drops`` masked by ``keep`` block by block (blocks of ``step`` entries,
     a multiple of 8); ``inverse`` maps inputs to the keep probability their kept entries are divided by."""
-    n, k = base.numel(), len(tensors)
-    fb, fx = base.reshape(-1).numpy(), [x.reshape(-1).numpy() for x in tensors]
+    n, k = fb.size, len(fx)
     masks = {i: scratch(f"drop.mask{i}", n, np.bool_) for i in drops}  # reused: fresh pages are slow
     ratio = dict.fromkeys(drops, 1.0)
     size = min(n, step)
     work = [scratch(f"drop.delta{i}", size) for i in range(max(k, 2))]
     if drops:  # pass 1: keep decisions and L1 norms
-        draws = {i: ctx.keep_draws(i) for i in drops}
+        draws = {i: take(i) for i in drops}
         before, after = dict.fromkeys(drops, 0.0), dict.fromkeys(drops, 0.0)
         d = work[0]
         for s in range(0, n, step):
@@ -99,8 +99,6 @@ def _combine(tensors: list[Tensor], base: Tensor, ctx: TensorContext, weights: l
                 after[i] += float(np.multiply(a, kept, out=a).sum())
         if rescale == "l1":
             ratio = {i: before[i] / after[i] if before[i] >= EPS and after[i] >= EPS else 1.0 for i in drops}
-    out = ctx.empty_like(base)
-    fo = out.reshape(-1).numpy()
     combine = Combiner(weights, size, consensus=consensus, normalize=normalize, lambda_=lambda_)
     # the L1 factor and the weight as one multiplier (r * w rounded once: within the rescale's own last-bit noise)
     scale = [np.float32(np.float32(ratio.get(i, 1.0)) * combine.ws[i]) for i in range(k)]
@@ -116,4 +114,4 @@ def _combine(tensors: list[Tensor], base: Tensor, ctx: TensorContext, weights: l
                     np.divide(d, np.float32(inverse[i]), out=d)
             deltas.append(np.multiply(d, scale[i], out=d) if rescale == "l1" else d)
         combine(fb[s:e], deltas, fo[s:e], weighted=rescale == "l1")
-    return out
+    return fo
