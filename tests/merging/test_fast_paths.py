@@ -151,8 +151,8 @@ def test_della_keeps_each_rank_with_its_probability(dtype, rescale):
 @pytest.mark.parametrize("rescale", ["l1", "inverse_p", None])
 def test_blocked_dare_equals_the_whole_tensor_path(consensus, rescale):
     from tutti.merging.base import TensorContext
-    from tutti.merging.methods.blocks import BLOCK
     from tutti.merging.drop_blocked import dare_combine
+    from tutti.merging.methods.blocks import BLOCK
 
     n = 2 * BLOCK + 12_345  # three blocks, the last one odd-sized (a half-used 64-bit draw at its end)
     g = torch.Generator().manual_seed(5)

@@ -33,7 +33,15 @@ CASES = {
                             {"model": "M2", "parameters": {"weight": 0.4, "density": 0.3, "epsilon": 0.1}}]),
     "della_no_rescale": ("della", {"rescale": False}, PAIR),
     "della_linear": ("della_linear", {"lambda": 1.5}, PAIR),
+    "task_arithmetic": ("task_arithmetic", {"lambda": 0.7}, PAIR),
+    "task_arithmetic_normalize_negative": ("task_arithmetic", {"normalize": True}, [
+        {"model": "M1", "parameters": {"weight": 1.2}}, {"model": "M2", "parameters": {"weight": -0.4}},
+        {"model": "M3", "parameters": {"weight": [0.1, 0.9]}}]),
 }
+STACK = {"merge_method": "passthrough", "dtype": "float32", "slices": [
+    {"sources": [{"model": "M1", "layer_range": [0, 2]}]},
+    {"sources": [{"model": "M2", "layer_range": [1, 4],
+                  "parameters": {"scale": [{"filter": "o_proj", "value": 0.5}, {"value": 1.0}]}}]}]}
 
 
 def _config(with_models, method: str, params: dict, models: list) -> dict:
@@ -71,12 +79,11 @@ def test_numpy_methods_have_the_torch_methods_signatures():
     assert set(OUT_DTYPES) == set(DTYPES)
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", [*CASES, "passthrough_stack"])
 def test_numpy_engine_writes_the_torch_engines_bytes(case, with_models, tmp_path):
     from tutti.merging.run import merge
 
-    method, params, models = CASES[case]
-    cfg = _config(with_models, method, params, models)
+    cfg = with_models(STACK) if case == "passthrough_stack" else _config(with_models, *CASES[case])
     a = merge(cfg, tmp_path / "np", engine="numpy", random_seed=7, write_model_card=False)
     b = merge(cfg, tmp_path / "torch", engine="torch", random_seed=7, write_model_card=False)
     ta, tb = _tensors(a), _tensors(b)
@@ -172,3 +179,26 @@ def test_numpy_engine_never_imports_torch(with_models, tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip().splitlines()[-1] == "False", res.stdout + res.stderr
     assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("case", ["task_arithmetic", "passthrough_stack"])
+def test_numpy_engine_row_blocks_under_a_tiny_budget(case, with_models, tmp_path):
+    """Element-wise methods read and merged in row blocks of a few hundred bytes, with a budget of a few KB:
+    the same bytes as the torch engine's whole-tensor merge."""
+    from tutti.config.merge import load_merge_config
+    from tutti.merging.np_engine import numpy_plan, run_numpy_plan
+    from tutti.merging.run import merge
+    from tutti.merging.schedule import ExecOptions, plan_units
+    from tutti.merging.stream_writer import StreamingWriter
+
+    cfg = with_models(STACK) if case == "passthrough_stack" else _config(with_models, *CASES[case])
+    plan, why = numpy_plan(load_merge_config(cfg), device="cpu", allow_pickle=False, unsafe_truncate_embeddings=False)
+    assert plan is not None, why
+    opts = ExecOptions(block_bytes=600, max_memory=8192, read_threads=3, seed=0)
+    assert len(plan_units(plan, "float32", opts)) > 3 * len(plan.jobs)  # really split into row blocks
+    w = StreamingWriter(tmp_path / "np", [(j.name, j.dtype, j.shape) for j in plan.jobs], max_shard_bytes=1 << 40)
+    run_numpy_plan(plan, w, opts)
+    a = w.finish()
+    b = merge(cfg, tmp_path / "torch", engine="torch", write_model_card=False)
+    ta, tb = _tensors(a), _tensors(b)
+    assert list(ta) == list(tb) and all(ta[k] == tb[k] for k in ta)

@@ -58,7 +58,7 @@ def register(app: typer.Typer) -> None:
                                      "bytes read/written, estimated peak memory); write nothing."),
         threads: int = typer.Option(None, "--threads", "-j", help="Torch compute threads."),
         engine: str = typer.Option("auto", "--engine", help="auto: float32 CPU merges of methods with a NumPy "
-                                   "kernel (dare_*, della*) run without torch (same bits, faster start); torch: "
+                                   "kernel (dare_*, della*, task_arithmetic, passthrough) run without torch (same bits, faster start); torch: "
                                    "always torch; numpy: fail with the reason if it cannot."),
         max_memory: str = typer.Option("1G", "--max-memory", help="Budget for tensors in flight (read-ahead, "
                                        "compute, write queue)."),

@@ -8,7 +8,8 @@ streaming writer, with the same planner, schedule and memory budget as the torch
 (:mod:`tutti.merging.schedule`). The outputs are the torch engine's, bit for bit (``tests/merging/test_np_engine.py``).
 
 A merge runs here only when all of it can (:func:`numpy_plan` says why not otherwise, and the torch engine runs
-it): device ``cpu``; a method of :data:`~tutti.merging.np_methods.NP_METHODS`; ``dtype`` and ``out_dtype``
+it): device ``cpu``; a method of :data:`~tutti.merging.np_methods.NP_METHODS` (DARE, DELLA, task arithmetic,
+passthrough); ``dtype`` and ``out_dtype``
 float32 or unset; safetensors inputs that are all float32; no LoRA, tokenizer merging, chat template, pickle
 inputs or truncated embeddings; and every tensor's parameters accepted by the method's kernel.
 """
@@ -144,9 +145,10 @@ def run_numpy_plan(plan: MergePlan, writer: StreamingWriter, options: ExecOption
                                seed=options.seed, empty=pool.empty)
             k = len(job.inputs)
             res = plan.method(arrays[:k], arrays[k] if job.base else None, ctx=ctx, **job.params)
-            if res.shape != job.shape:
+            want = job.shape if rows is None else (rows[1] - rows[0], *job.shape[1:])
+            if res.shape != want:
                 raise CheckpointError(f"merge_method {plan.method.name!r} returned shape {list(res.shape)} for "
-                                      f"{job.name!r}, expected {list(job.shape)}")
+                                      f"{job.name!r}, expected {list(want)}")
         out.put(job.name, res)
         if on_tensor is not None and (rows is None or rows[1] == job.shape[0]):
             on_tensor(job)

@@ -2,7 +2,8 @@
 
 Each function has the signature of the torch method of the same name (``tests/merging/test_np_engine.py`` checks
 that the parameters, defaults and input contract are equal) and runs the kernel that method runs on float32 CPU
-tensors (:mod:`tutti.merging.drop_blocked`), so the two engines write the same bits. ``accepts`` says, from a
+tensors (:mod:`tutti.merging.drop_blocked`, :class:`tutti.merging.combiner.Combiner`), so the two engines write the
+same bits. ``accepts`` says, from a
 tensor's resolved parameters and shape, whether that kernel applies; where it does not (negative TIES weights,
 DELLA's ``inverse_p`` or a tensor of more than two dimensions, a parameter the torch method rejects), the whole
 merge runs on the torch engine instead.
@@ -17,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from tutti.merging.combiner import combinable
+from tutti.merging.combiner import Combiner, combinable
 from tutti.merging.draws import KeepDraws, keep_draws
 from tutti.merging.drop_blocked import dare_combine, della_combine
+from tutti.merging.scratch import BLOCK, scratch
 from tutti.merging.spec import MergeMethod, method_from_function
 
 RESCALE_MODES = ("l1", "inverse_p")  # as tutti.merging.sparsify.RESCALE_MODES (checked by the tests)
@@ -146,3 +148,34 @@ def della_linear(tensors: list[np.ndarray], base: np.ndarray, *, ctx: ArrayConte
     del int8_mask
     return _della(tensors, base, ctx, weight, density, epsilon, consensus=False, normalize=normalize,
                   rescale=rescale, rescale_mode=rescale_mode, lambda_=lambda_)
+
+
+def _any(kw: dict[str, Any], shape: tuple[int, ...]) -> bool:
+    return math.prod(shape) > 0
+
+
+@_register("task_arithmetic", _any, min_inputs=0, elementwise=True)
+def task_arithmetic(tensors: list[np.ndarray], base: np.ndarray, *, weight: list[float], density: list[float] = 1.0,
+                    normalize: bool = False, rescale: bool = False, int8_mask: bool = False,
+                    lambda_: float = 1.0) -> np.ndarray:
+    """``b + lambda * sum_i w_i (x_i - b)`` (divided by ``sum w_i`` when ``normalize``)."""
+    del density, rescale, int8_mask  # accepted for mergekit compatibility; they do not change the result
+    out = np.empty(base.shape, dtype=np.float32)
+    fb, fo, fx = base.reshape(-1), out.reshape(-1), [x.reshape(-1) for x in tensors]
+    if not fx:
+        np.copyto(fo, fb)
+        return out
+    size = min(fb.size, BLOCK)
+    combine = Combiner(weight, size, consensus=False, normalize=normalize, lambda_=lambda_)
+    work = [scratch(f"ta.delta{i}", size) for i in range(len(fx))]
+    for s in range(0, fb.size, BLOCK):
+        e = min(fb.size, s + BLOCK)
+        deltas = [np.subtract(x[s:e], fb[s:e], out=w[: e - s]) for x, w in zip(fx, work, strict=True)]
+        combine(fb[s:e], deltas, fo[s:e])
+    return out
+
+
+@_register("passthrough", _any, elementwise=True, max_inputs=1)
+def passthrough(tensors: list[np.ndarray], *, scale: list[float] = 1.0) -> np.ndarray:
+    """Copy the single input, optionally multiplied by ``scale`` (used with ``slices`` for layer stacking)."""
+    return tensors[0] if scale[0] == 1.0 else tensors[0] * np.float32(scale[0])
