@@ -6,7 +6,6 @@ each load). tutti converts once and then loads the safetensors cache. Runs are i
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -56,6 +55,8 @@ def register(bench_app: typer.Typer) -> None:
             for _ in range(repeats):
                 g_times.append(_timed(load_gguf))
                 s_times.append(_timed(load_st))
+            import statistics  # imported here: its decimal module costs ~0.1-0.2 s of every tutti command
+
             g, s = statistics.median(g_times), statistics.median(s_times)
             rows.append([name, f"{convert:.1f}", f"{g:.1f}", f"{s:.2f}", f"{g / s:.0f}x"])
             print(f"{name}: convert {convert:.1f} s, GGUF load {g:.1f} s, safetensors load {s:.2f} s")
