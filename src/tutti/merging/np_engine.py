@@ -79,15 +79,10 @@ def numpy_plan(cfg: MergeConfig, *, device: str, allow_pickle: bool,
     planner and the method signatures are the same.
     """
     entry = NP_METHODS.get(cfg.merge_method)
-    why = ("device is not cpu" if device != "cpu" else
-           f"merge_method {cfg.merge_method!r} has no NumPy kernel" if entry is None else
-           "dtype is not float32" if (cfg.dtype or "float32") != "float32" or (cfg.out_dtype or "float32") != "float32"
-           else "the config merges tokenizers" if cfg.tokenizer_source is not None or cfg.tokenizer is not None else
-           "the config sets a chat template" if cfg.chat_template else
-           "--allow-pickle" if allow_pickle else
-           "--unsafe-truncate-embeddings" if unsafe_truncate_embeddings else
-           "a model has a LoRA adapter" if any(r.lora for r in cfg.referenced_models()) else "")
-    if why or entry is None:
+    if entry is None:
+        return None, f"merge_method {cfg.merge_method!r} has no NumPy kernel"
+    why = _config_why_not(cfg, device=device, allow_pickle=allow_pickle, unsafe_truncate=unsafe_truncate_embeddings)
+    if why:
         return None, why
     plan = make_plan(cfg, method=entry.method)
     for job in plan.jobs:
@@ -95,6 +90,20 @@ def numpy_plan(cfg: MergeConfig, *, device: str, allow_pickle: bool,
         if why:
             return None, why
     return plan, ""
+
+
+def _config_why_not(cfg: MergeConfig, *, device: str, allow_pickle: bool, unsafe_truncate: bool) -> str:
+    if device != "cpu":
+        return "device is not cpu"
+    if (cfg.dtype or "float32") != "float32" or (cfg.out_dtype or "float32") != "float32":
+        return "dtype is not float32"
+    if cfg.tokenizer_source is not None or cfg.tokenizer is not None:
+        return "the config merges tokenizers"
+    if cfg.chat_template:
+        return "the config sets a chat template"
+    if allow_pickle or unsafe_truncate:
+        return "--allow-pickle" if allow_pickle else "--unsafe-truncate-embeddings"
+    return "a model has a LoRA adapter" if any(r.lora for r in cfg.referenced_models()) else ""
 
 
 def _job_why_not(plan: MergePlan, job: TensorJob, accepts: Callable[..., bool]) -> str:
