@@ -7,8 +7,10 @@ over the inputs replace them:
 
 1. per block and model: the task vector ``x - base`` into a scratch block, the keep decisions from the model's
    stream (stored, one byte per entry), and the L1 norms of the task vector before and after the drop;
-2. per block: the task vectors again, masked and rescaled, then the fused combine (:class:`blocks.Combiner`).
+2. per block: the task vectors again, masked and rescaled, then the fused combine (:class:`combiner.Combiner`).
 
+NumPy only (flat float32 arrays in, the result written into ``out``): the torch methods call it on views of their
+tensors and the NumPy engine (:mod:`tutti.merging.np_methods`) on its mapped arrays, so both write the same bits.
 The decisions are the seed contract's, taken block by block from :meth:`TensorContext.keep_draws` (DARE: the
 same threshold for every entry; DELLA: :func:`tutti.merging.magprune.keep_block` on whole rows), and blocks are a
 multiple of 8 entries long, so no draw is split between two and the masks equal the whole-tensor path's. Only
