@@ -8,7 +8,7 @@ the inputs with block-sized scratch tensors:
    finds them (a sample brackets each edge, one pass counts the entries below the bracket and gathers the few
    inside it, an exact ``kthvalue`` on those), with the task vector's magnitudes recomputed block by block;
 2. per block: the task vectors again, each cut to its band by float-only passes (equal magnitudes at an edge
-   ranked by element index, counting across blocks), then the fused combine (:class:`blocks.Combiner`).
+   ranked by element index, counting across blocks), then the fused combine (:class:`tutti.merging.combiner.Combiner`).
 
 The kept entries are exactly those of :func:`sparsify.magnitude` / :func:`sparsify.magnitude_outliers` (same ranks,
 same tie rule), and the combine is the same element-wise arithmetic, so the result is bit-identical to the

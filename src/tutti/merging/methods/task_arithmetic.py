@@ -50,7 +50,7 @@ def combine_task_vectors(
 
     Element-wise, so it runs over blocks of ``block_elems`` entries to keep its temporaries small. float32 inputs
     with non-negative weights take a fused path (no stacking, no boolean masks, in place on its own temporaries)
-    that gives the same numbers as the general one (on CPU with ``own``, NumPy's :class:`blocks.Combiner`, the same
+    that gives the same numbers as the general one (on CPU with ``own``, NumPy's :class:`combiner.Combiner`, the same
     bits again). ``own``: the deltas are the caller's temporaries (the fast path then weights them in place instead
     of copying). ``out``: where to write the result (shaped like ``base``; a new tensor when None).
     """
