@@ -173,6 +173,7 @@ def test_regmean_merge_end_to_end_with_cache(tiny_model_dirs: list[Path], datase
     ins = [load_file(m / "model.safetensors") for m in tiny_model_dirs]
     cached = sorted((tmp_path / "home" / "merge-stats").glob("regmean-*.safetensors"))
     assert len(cached) == 3
+    assert not list((tmp_path / "home" / "merge-stats").glob(".*"))  # no temp file left beside the cache
     grams = [load_file(next(c for c in cached if f"-{m.name}-" in c.name)) for m in tiny_model_dirs]
     name = "model.layers.1.self_attn.o_proj.weight"
     want = regmean_merge([s[name] for s in ins], [g[name] for g in grams], alpha=0.9)

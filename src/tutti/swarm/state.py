@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from tutti.errors import CheckpointError
+from tutti.paths import atomic_file
 from tutti.swarm.core import Swarm
 
 STATE_FILE = "swarm_state.safetensors"
@@ -23,16 +23,10 @@ def save_state(run_dir: str | Path, swarm: Swarm, extra: dict[str, Any] | None =
     d.mkdir(parents=True, exist_ok=True)
     tensors, meta = swarm.state_dict()
     metadata = {"swarm": json.dumps(meta), "extra": json.dumps(extra or {})}
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".state-", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
+    with atomic_file(d / STATE_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
         with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, d / STATE_FILE)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+            os.fsync(f.fileno())  # on disk before the rename, so a crash keeps the old state or the new one
     return d / STATE_FILE
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -26,7 +25,7 @@ import torch
 from torch import Tensor
 
 from tutti.merging.data_aware.data import Example, file_sha256, load_examples, model_fingerprint
-from tutti.paths import tutti_home
+from tutti.paths import atomic_file, tutti_home
 
 Kind = Literal["fisher", "regmean"]
 _VERSION = 1
@@ -210,10 +209,8 @@ def statistics(kind: Kind, folder: str | Path, dataset: str | Path, settings: St
             return _OPEN[path]
         if not path.is_file():
             stats = compute_statistics(kind, folder, dataset, settings)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            save_file({k: v.contiguous() for k, v in stats.items()}, str(tmp),
-                      metadata={"kind": kind, "model": str(Path(folder).resolve()), "dataset": str(dataset)})
-            os.replace(tmp, path)
+            with atomic_file(path) as tmp:  # a failed write leaves neither a partial file nor a temp file
+                save_file({k: v.contiguous() for k, v in stats.items()}, str(tmp),
+                          metadata={"kind": kind, "model": str(Path(folder).resolve()), "dataset": str(dataset)})
         _OPEN[path] = StatsFile(path)
         return _OPEN[path]
