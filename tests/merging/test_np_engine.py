@@ -147,6 +147,27 @@ def test_numpy_engine_config_checks(with_models, tmp_path):
         merge(_config(with_models, "dare_ties", {"densty": 0.5}, PAIR), tmp_path / "y", engine="numpy")
 
 
+def test_dry_run_names_the_engine(with_models, tmp_path, capsys):
+    import yaml
+
+    from tutti.cli.main import main
+
+    def dry(method: str, *flags: str) -> str:
+        cfg = tmp_path / f"{method}.yaml"
+        cfg.write_text(yaml.safe_dump(_config(with_models, method, {}, PAIR)))
+        main(["merge", str(cfg), str(tmp_path / "out"), "--dry-run", *flags])
+        return next(line for line in capsys.readouterr().out.splitlines() if line.startswith("engine"))
+
+    assert dry("dare_ties") == "engine        numpy"
+    assert dry("dare_ties", "--engine", "torch") == "engine        torch (--engine torch)"
+    assert dry("ties") == "engine        torch (merge_method 'ties' has no NumPy kernel)"
+    with pytest.raises(SystemExit) as e:  # a one-line error, exit code 2
+        dry("ties", "--engine", "numpy")
+    assert e.value.code == 2
+    assert "cannot run on the NumPy engine: merge_method 'ties'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_numpy_engine_rejects_nan_inputs(with_models, tmp_path):
     import numpy as np
     from safetensors.numpy import load_file, save_file

@@ -58,8 +58,9 @@ def register(app: typer.Typer) -> None:
                                      "bytes read/written, estimated peak memory); write nothing."),
         threads: int = typer.Option(None, "--threads", "-j", help="Torch compute threads."),
         engine: str = typer.Option("auto", "--engine", help="auto: float32 CPU merges of methods with a NumPy "
-                                   "kernel (dare_*, della*, task_arithmetic, passthrough) run without torch (same bits, faster start); torch: "
-                                   "always torch; numpy: fail with the reason if it cannot."),
+                                   "kernel (dare_*, della*, task_arithmetic, passthrough) run without torch (same "
+                                   "bits, faster start); torch: always torch; numpy: fail with the reason if it "
+                                   "cannot. --dry-run names the engine."),
         max_memory: str = typer.Option("1G", "--max-memory", help="Budget for tensors in flight (read-ahead, "
                                        "compute, write queue)."),
         unsafe_truncate: bool = typer.Option(False, "--unsafe-truncate-embeddings", help="Cut embeddings of "
@@ -81,7 +82,8 @@ def register(app: typer.Typer) -> None:
 
         if dry_run:
             summary = plan_summary(config, allow_pickle=allow_pickle, max_memory=max_memory,
-                                   unsafe_truncate_embeddings=unsafe_truncate)
+                                   unsafe_truncate_embeddings=unsafe_truncate,
+                                   device="cuda" if cuda else device, engine=engine)
             print("\n".join(summary.lines()))
             return
         if out_dir is None:

@@ -27,10 +27,10 @@ from tutti.merging.schedule import (
     ExecOptions,
     Unit,
     WriterThread,
-    job_bytes,
     map_safetensors,
     plan_units,
     stream_units,
+    unit_bytes,
 )
 from tutti.merging.stream_writer import StreamingWriter
 
@@ -113,13 +113,11 @@ def run_plan(plan: MergePlan, writer: StreamingWriter, options: ExecOptions,
                                              release=pool.release if pool is not None else None)
     jobs = plan.jobs
     units = _units(plan, dtype, options)
-    job_sizes = [job_bytes(plan, j, _name(dtype)) for j in jobs]
-    sizes = [job_sizes[j] if r is None else job_sizes[j] * (r[1] - r[0]) // jobs[j].shape[0] for j, r in units]
+    sizes = unit_bytes(plan, units, _name(dtype))
 
     def load(unit: Unit) -> list[Tensor]:
         job, rows = jobs[unit[0]], unit[1]
-        refs = [*job.inputs, *([job.base] if job.base else [])]
-        tensors = [load_input(plan.models[mi], n, dtype, job.truncate, rows=rows) for mi, n in refs]
+        tensors = [load_input(plan.models[mi], n, dtype, job.truncate, rows=rows) for mi, n in job.refs]
         if plan.vocab is not None:  # tokenizer merging: realign vocab-indexed inputs to the output vocabulary
             from tutti.merging.vocab import align_inputs
 

@@ -29,10 +29,10 @@ from tutti.merging.schedule import (
     ExecOptions,
     Unit,
     WriterThread,
-    job_bytes,
     map_safetensors,
     plan_units,
     stream_units,
+    unit_bytes,
 )
 from tutti.merging.stream_writer import StreamingWriter
 
@@ -109,7 +109,7 @@ def _config_why_not(cfg: MergeConfig, *, device: str, allow_pickle: bool, unsafe
 def _job_why_not(plan: MergePlan, job: TensorJob, accepts: Callable[..., bool]) -> str:
     if job.dtype != "float32" or job.truncate is not None:
         return f"tensor {job.name!r} is not merged in float32"
-    for mi, name in (*job.inputs, *([job.base] if job.base else [])):
+    for mi, name in job.refs:
         info = plan.models[mi].ckpt.info(name)
         if info.dtype != "float32" or not str(info.file).endswith(".safetensors"):
             return f"{name!r} in {plan.models[mi].folder} is not a float32 safetensors tensor"
@@ -138,12 +138,11 @@ def run_numpy_plan(plan: MergePlan, writer: StreamingWriter, options: ExecOption
     out: WriterThread[np.ndarray] = WriterThread(writer.write, max_bytes=budget // 4, release=pool.release)
     jobs = plan.jobs
     units = plan_units(plan, "float32", options)
-    job_sizes = [job_bytes(plan, j, "float32") for j in jobs]
-    sizes = [job_sizes[j] if r is None else job_sizes[j] * (r[1] - r[0]) // jobs[j].shape[0] for j, r in units]
+    sizes = unit_bytes(plan, units, "float32")
 
     def load(unit: Unit) -> list[np.ndarray]:
         job, rows = jobs[unit[0]], unit[1]
-        return [load_array(plan.models[mi], n, rows=rows) for mi, n in (*job.inputs, *([job.base] if job.base else []))]
+        return [load_array(plan.models[mi], n, rows=rows) for mi, n in job.refs]
 
     def compute(unit: Unit, arrays: list[np.ndarray]) -> None:
         job, rows = jobs[unit[0]], unit[1]

@@ -72,6 +72,11 @@ class TensorJob:
     truncate: tuple[int, ...] | None = None
 
     @property
+    def refs(self) -> tuple[tuple[int, str], ...]:
+        """``(model index, tensor name)`` of every input read: the non-base inputs, then the base if any."""
+        return (*self.inputs, self.base) if self.base else self.inputs
+
+    @property
     def nbytes(self) -> int:
         n = DTYPE_BYTES.get(self.dtype, 4)
         for s in self.shape:

@@ -35,6 +35,7 @@ class PlanSummary:
     bytes_written: int
     peak_memory: int
     num_layers: int
+    engine: str = "torch"
 
     def lines(self) -> list[str]:
         """Human-readable lines."""
@@ -46,21 +47,39 @@ class PlanSummary:
             f"bytes read    {self.bytes_read / gib:.3f} GiB",
             f"bytes written {self.bytes_written / gib:.3f} GiB",
             f"peak memory   ~{self.peak_memory / gib:.3f} GiB (estimate, tensors in flight)",
+            f"engine        {self.engine}",
         ]
 
 
-def summarize(plan: MergePlan, max_memory: int) -> PlanSummary:
+def summarize(plan: MergePlan, max_memory: int, engine: str = "torch") -> PlanSummary:
     """Sizes and an estimate of peak tensor memory for ``plan`` under the ``max_memory`` budget."""
     largest = 0
     for j in plan.jobs:
-        n_in = len(j.inputs) + (1 if j.base else 0)
-        work = j.nbytes * (n_in + 4)  # inputs + stacked intermediates + result
+        work = j.nbytes * (len(j.refs) + 4)  # inputs + stacked intermediates + result
         if plan.method.elementwise:
             work = min(work, 64 * 1024**2 * 2)
         largest = max(largest, work)
     return PlanSummary(method=plan.method.name, n_tensors=len(plan.jobs), n_inputs=len(plan.models),
                        bytes_read=plan.bytes_read(), bytes_written=plan.bytes_written(),
-                       peak_memory=min(max_memory, plan.bytes_read()) + largest, num_layers=plan.num_layers)
+                       peak_memory=min(max_memory, plan.bytes_read()) + largest, num_layers=plan.num_layers,
+                       engine=engine)
+
+
+def choose_engine(cfg: MergeConfig, engine: str, *, device: str, allow_pickle: bool,
+                  unsafe_truncate_embeddings: bool) -> tuple[MergePlan | None, str]:
+    """The NumPy engine's checked plan when ``engine`` lets it and the merge can run there, else ``(None, why)``
+    (the torch engine runs it); ``engine="numpy"`` on a merge it cannot run is an error naming the reason."""
+    from tutti.merging.np_engine import ENGINES, numpy_plan
+
+    if engine not in ENGINES:
+        raise ConfigError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
+    if engine == "torch":
+        return None, "--engine torch"
+    plan, why = numpy_plan(cfg, device=device, allow_pickle=allow_pickle,
+                           unsafe_truncate_embeddings=unsafe_truncate_embeddings)
+    if plan is None and engine == "numpy":
+        raise ConfigError(f"this merge cannot run on the NumPy engine: {why}; use --engine torch (or auto)")
+    return plan, why
 
 
 def _progress(total_bytes: int, n: int, enabled: bool) -> Any:
@@ -113,19 +132,15 @@ def merge(
     Returns:
         The output folder.
     """
-    from tutti.merging.np_engine import ENGINES, numpy_plan, run_numpy_plan
+    from tutti.merging.np_engine import run_numpy_plan
     from tutti.merging.schedule import OUT_DTYPES, ExecOptions
     from tutti.merging.stream_writer import StreamingWriter
     from tutti.models.writer import SIDE_FILES, TOKENIZER_FILES, model_card, parse_size
 
     cfg = load_merge_config(config)
-    if engine not in ENGINES:
-        raise ConfigError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
     budget = parse_size(max_memory)
-    plan, why = numpy_plan(cfg, device=device, allow_pickle=allow_pickle,
-                           unsafe_truncate_embeddings=unsafe_truncate_embeddings) if engine != "torch" else (None, "")
-    if plan is None and engine == "numpy":
-        raise ConfigError(f"this merge cannot run on the NumPy engine: {why}; use --engine torch (or auto)")
+    plan, _ = choose_engine(cfg, engine, device=device, allow_pickle=allow_pickle,
+                            unsafe_truncate_embeddings=unsafe_truncate_embeddings)
     execute: Callable[..., None] = run_numpy_plan
     if plan is None:  # the torch engine
         import torch
@@ -191,10 +206,16 @@ def _side_files(plan: MergePlan, writer: Any, copy_tokenizer: bool, side: tuple[
 
 
 def plan_summary(config: str | Path | dict[str, Any] | MergeConfig, *, allow_pickle: bool = False,
-                 unsafe_truncate_embeddings: bool = False, max_memory: str | int = DEFAULT_MAX_MEMORY) -> PlanSummary:
-    """Validate ``config`` and return the :class:`PlanSummary` without reading any tensor (``--dry-run``)."""
+                 unsafe_truncate_embeddings: bool = False, max_memory: str | int = DEFAULT_MAX_MEMORY,
+                 device: str = "cpu", engine: str = "auto") -> PlanSummary:
+    """Validate ``config`` and return the :class:`PlanSummary` without reading any tensor (``--dry-run``),
+    naming the engine :func:`merge` would run it on (and why not NumPy, when torch)."""
     from tutti.models.writer import parse_size
 
-    plan = make_plan(load_merge_config(config), allow_pickle=allow_pickle,
-                     unsafe_truncate_embeddings=unsafe_truncate_embeddings)
-    return summarize(plan, parse_size(max_memory))
+    cfg = load_merge_config(config)
+    plan, why = choose_engine(cfg, engine, device=device, allow_pickle=allow_pickle,
+                              unsafe_truncate_embeddings=unsafe_truncate_embeddings)
+    if plan is not None:
+        return summarize(plan, parse_size(max_memory), engine="numpy")
+    plan = make_plan(cfg, allow_pickle=allow_pickle, unsafe_truncate_embeddings=unsafe_truncate_embeddings)
+    return summarize(plan, parse_size(max_memory), engine=f"torch ({why})")

@@ -102,7 +102,7 @@ def map_safetensors(file: Path, name: str, *, rows: tuple[int, int] | None = Non
 def job_bytes(plan: MergePlan, job: TensorJob, dtype: str | None) -> int:
     """Bytes of ``job``'s inputs once read (cast to ``dtype`` when given)."""
     total = 0
-    for mi, name in (*job.inputs, *([job.base] if job.base else [])):
+    for mi, name in job.refs:
         info = plan.models[mi].ckpt.info(name)
         n = math.prod(info.shape)
         total += n * (DTYPE_BYTES.get(dtype, 4) if dtype else info.nbytes // max(n, 1))
@@ -117,9 +117,8 @@ def row_step(plan: MergePlan, job: TensorJob, dtype: str | None, block_bytes: in
         return None
     if plan.vocab is not None or job.truncate is not None or len(job.shape) < 2:
         return None
-    refs = [*job.inputs, *([job.base] if job.base else [])]
     row_bytes = 0
-    for mi, name in refs:
+    for mi, name in job.refs:
         src = plan.models[mi]
         info = src.ckpt.info(name)
         if name in src.lora_pairs or not str(info.file).endswith(".safetensors") or tuple(info.shape) != job.shape:
@@ -128,8 +127,14 @@ def row_step(plan: MergePlan, job: TensorJob, dtype: str | None, block_bytes: in
         if dtype is not None and info.dtype.startswith(("float", "bfloat")):
             per = max(per, DTYPE_BYTES.get(dtype, 4))
         row_bytes = max(row_bytes, per * math.prod(job.shape[1:]))
-    step = max(1, block_bytes // max(row_bytes * (len(refs) + 2), 1))
+    step = max(1, block_bytes // max(row_bytes * (len(job.refs) + 2), 1))
     return step if step < job.shape[0] else None
+
+
+def unit_bytes(plan: MergePlan, units: list[Unit], dtype: str | None) -> list[int]:
+    """Bytes of each unit's inputs once read: :func:`job_bytes`, pro rata for a row block."""
+    whole = [job_bytes(plan, job, dtype) for job in plan.jobs]
+    return [whole[j] if r is None else whole[j] * (r[1] - r[0]) // plan.jobs[j].shape[0] for j, r in units]
 
 
 def plan_units(plan: MergePlan, dtype: str | None, options: ExecOptions) -> list[Unit]:
